@@ -1,0 +1,121 @@
+"""Every setting Switchboard reads, in one pydantic-settings class.
+
+Read once at start-up (from the environment and `.env`) and passed down; nothing deeper in the code looks at
+`os.environ`. Secrets are `SecretStr` so they never end up in a log line or a repr by accident.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+AGENTS: tuple[str, ...] = ("billing", "technical", "policy")
+
+
+def _csv(value: object) -> object:
+    """Allow comma-separated lists in env vars (`A,B,C`) as well as JSON lists."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Switchboard's configuration. Each field's env var is its upper-case name unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # --- storage -------------------------------------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("./data"), validation_alias=AliasChoices("SWITCHBOARD_DATA_DIR", "data_dir")
+    )
+    chroma_host: str | None = None
+    chroma_port: int = 8000
+    database_url: SecretStr | None = None  # Postgres checkpoints (later); SQLite in data_dir when unset
+
+    # --- language model ------------------------------------------------------------------------------------------
+    llm_provider: Literal["auto", "openai", "offline"] = "auto"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    llm_timeout_s: float = 60.0
+    llm_max_retries: int = 3
+    llm_temperature: float = 0.2
+
+    # --- embeddings and knowledge --------------------------------------------------------------------------------
+    embedding_provider: Literal["local", "openai"] = "local"
+    openai_embedding_model: str = "text-embedding-3-small"
+    retrieval_k: int = 4
+    cag_token_budget: int = 12_000
+    history_token_budget: int = 2_000
+    router_confidence: float = 0.05  # min margin between the best and second-best agent scores
+    support_email: str = "support@lumenly.io"
+
+    # --- web -----------------------------------------------------------------------------------------------------
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    web_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost", "http://127.0.0.1"]
+    )
+    max_message_chars: int = 4_000
+
+    # --- Slack ---------------------------------------------------------------------------------------------------
+    slack_bot_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_streaming: Literal["edit", "native"] = "edit"
+    slack_edit_interval_s: float = 1.0
+    slack_max_chars: int = 3_900
+
+    # --- Discord -------------------------------------------------------------------------------------------------
+    discord_token: SecretStr | None = None
+    discord_guild_id: int | None = None
+    discord_allowed_guilds: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    discord_allowed_channels: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    discord_edits_per_window: int = 5
+    discord_edit_window_s: float = 5.0
+    discord_max_chars: int = 2_000
+
+    log_level: str = "INFO"
+
+    @field_validator("web_cors_origins", "discord_allowed_guilds", "discord_allowed_channels", mode="before")
+    @classmethod
+    def _split_lists(cls, value: object) -> object:
+        return _csv(value)
+
+    @property
+    def effective_llm_provider(self) -> Literal["openai", "offline"]:
+        """`auto` means: a key (or a local OpenAI-compatible base URL) selects OpenAI, nothing selects offline."""
+        if self.llm_provider != "auto":
+            return self.llm_provider
+        return "openai" if (self.openai_api_key or self.openai_base_url) else "offline"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.data_dir / "checkpoints.sqlite"
+
+    @cached_property
+    def docs_dir(self) -> Path:
+        """The sample corpus shipped with the package."""
+        return Path(__file__).resolve().parent.parent / "knowledge" / "docs"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings once; tests pass overrides instead of touching the environment."""
+    return Settings(**overrides)  # type: ignore[arg-type]
