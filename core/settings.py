@@ -57,10 +57,11 @@ class Settings(BaseSettings):
     embedding_provider: Literal["local", "openai"] = "local"
     openai_embedding_model: str = "text-embedding-3-small"
     retrieval_k: int = 4
-    cag_token_budget: int = 12_000
+    cag_token_budget: int = 16_000
     history_token_budget: int = 2_000
     router_confidence: float = 0.05  # min margin between the best and second-best agent scores
     support_email: str = "support@lumenly.io"
+    company_name: str = "Lumenly"
 
     # --- web -----------------------------------------------------------------------------------------------------
     web_host: str = "127.0.0.1"

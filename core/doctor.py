@@ -1,0 +1,110 @@
+"""`switchboard doctor`: what is configured, and whether each dependency works, with the fix when it does not."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from core.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def mask(value: object) -> str:
+    """Show that a secret is set without showing it: the kind prefix and the last four characters."""
+    if isinstance(value, SecretStr):
+        raw = value.get_secret_value()
+        if not raw:
+            return "(empty)"
+        prefix = raw.split("-", 1)[0] + "-" if "-" in raw[:6] else ""
+        return f"{prefix}…{raw[-4:]}" if len(raw) > 12 else "****"
+    return "(not set)" if value is None else str(value)
+
+
+def settings_rows(settings: Settings) -> Iterator[tuple[str, str]]:
+    for name in type(settings).model_fields:
+        yield name, mask(getattr(settings, name))
+    yield "effective_llm_provider", settings.effective_llm_provider
+
+
+async def check_embeddings(settings: Settings) -> CheckResult:
+    try:
+        from knowledge.embeddings import make_embedder
+
+        embedder = await asyncio.to_thread(make_embedder, settings)
+        await asyncio.to_thread(embedder.embed_query, "doctor")
+    except Exception as exc:  # noqa: BLE001 - reported, with the fix
+        return CheckResult("embeddings", False, str(exc), "run `make install` (it installs the model weights)")
+    return CheckResult("embeddings", True, f"{embedder.name} ({embedder.dim} dimensions)")
+
+
+async def check_store(settings: Settings) -> CheckResult:
+    try:
+        from knowledge.base import open_knowledge_base
+        from knowledge.embeddings import make_embedder
+
+        base = await asyncio.to_thread(open_knowledge_base, settings, make_embedder(settings))
+        counts = await asyncio.to_thread(base.counts)
+    except Exception as exc:  # noqa: BLE001
+        return CheckResult("knowledge store", False, str(exc),
+                           "check CHROMA_HOST/CHROMA_PORT or SWITCHBOARD_DATA_DIR, then `switchboard ingest`")
+    total = sum(counts.values())
+    detail = ", ".join(f"{agent}: {n}" for agent, n in counts.items())
+    if total == 0:
+        return CheckResult("knowledge store", False, "the store is empty", "run `switchboard ingest` (or `make run`)")
+    return CheckResult("knowledge store", True, f"{total} chunks ({detail})")
+
+
+async def check_checkpoints(settings: Settings) -> CheckResult:
+    try:
+        from core.orchestrator import open_checkpointer
+
+        saver, close = await open_checkpointer(settings)
+        await close()
+    except Exception as exc:  # noqa: BLE001
+        return CheckResult("checkpoints", False, str(exc),
+                           f"make {settings.data_dir} writable or set SWITCHBOARD_DATA_DIR to a writable folder")
+    return CheckResult("checkpoints", True, f"SQLite at {settings.checkpoint_path}")
+
+
+async def check_llm(settings: Settings) -> CheckResult:
+    if settings.effective_llm_provider == "offline":
+        return CheckResult("language model", True, "offline mode (answers quote the knowledge base); "
+                           "set OPENAI_API_KEY or OPENAI_BASE_URL to use a model")
+    import openai
+
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
+    client = openai.AsyncOpenAI(api_key=key, base_url=settings.openai_base_url, timeout=10.0, max_retries=0)
+    try:
+        models = await client.models.list()
+        names = [m.id for m in models.data]
+    except openai.AuthenticationError:
+        return CheckResult("language model", False, "the API key was rejected (401)", "check OPENAI_API_KEY")
+    except Exception as exc:  # noqa: BLE001
+        where = settings.openai_base_url or "api.openai.com"
+        return CheckResult("language model", False, f"cannot reach {where}: {type(exc).__name__}",
+                           "check OPENAI_BASE_URL and that the server is running, or unset it for offline mode")
+    finally:
+        await client.close()
+    if names and settings.openai_model not in names:
+        return CheckResult("language model", False, f"model {settings.openai_model!r} is not served there",
+                           f"set OPENAI_MODEL to one of: {', '.join(names[:8])}")
+    return CheckResult("language model", True, f"{settings.openai_model} at {settings.openai_base_url or 'OpenAI'}")
+
+
+async def run_checks(settings: Settings) -> list[CheckResult]:
+    return [
+        await check_embeddings(settings),
+        await check_store(settings),
+        await check_checkpoints(settings),
+        await check_llm(settings),
+    ]

@@ -1,0 +1,264 @@
+"""The LangGraph graph: a router node, then one node per agent.
+
+State is small and checkpointed per thread (`thread_id` = session key): the messages, the thread's current
+agent, the agents used and two timestamps. Everything that matters only for the current turn (the routing
+decision, timings, sources, a failure) lives in a `TurnContext` passed as the run's context, never in the
+checkpoint. Tokens leave the graph through LangGraph's custom stream writer, so only agent nodes can ever put
+text in front of a user; the router's structured decision is never streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypedDict
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+from pydantic import BaseModel, Field
+
+from core.agents import AGENTS, AgentSpec
+from core.knowledge_port import KnowledgeBase
+from core.offline import compose_offline_answer, stream_pieces
+from core.prompts import ROUTER_SYSTEM_PROMPT, agent_system_prompt, user_turn
+from core.retry import RetryPolicy, StreamFailed, call_with_retries, stream_with_retries
+from core.router import RouteDecision, SemanticRouter
+from core.settings import Settings
+from knowledge.types import Passage
+
+MIN_SOURCE_SCORE = 0.30
+
+
+def _keep_first(old: float | None, new: float | None) -> float | None:
+    return old if old else new
+
+
+def _merge_unique(old: list[str] | None, new: list[str] | None) -> list[str]:
+    merged = list(old or [])
+    for item in new or []:
+        if item not in merged:
+            merged.append(item)
+    return merged
+
+
+class ConversationState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    agent: str | None
+    agents_used: Annotated[list[str], _merge_unique]
+    created_at: Annotated[float, _keep_first]
+    updated_at: float
+
+
+@dataclass
+class TurnContext:
+    """Per-turn, never checkpointed: what the orchestrator reports once the graph has run."""
+
+    session_key: str
+    decision: RouteDecision | None = None
+    route_ms: float = 0.0
+    retrieval_ms: float = 0.0
+    sources: list[Passage] = field(default_factory=list)
+    failure: StreamFailed | None = None
+    output_tokens: int | None = None
+
+
+class RouteChoice(BaseModel):
+    """The language model's routing decision (structured output)."""
+
+    agent: Literal["billing", "technical", "policy"] = Field(description="The specialist that should answer.")
+    reason: str = Field(default="", description="A few words on why.")
+
+
+@dataclass
+class Brain:
+    """Everything the nodes need, injected once; the graph has no globals."""
+
+    settings: Settings
+    router: SemanticRouter
+    knowledge: KnowledgeBase
+    llm: BaseChatModel | None
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+def _last_question(state: ConversationState) -> str:
+    for message in reversed(state.get("messages", [])):
+        if isinstance(message, HumanMessage):
+            return str(message.content)
+    return ""
+
+
+def _history(state: ConversationState, budget: int) -> list[BaseMessage]:
+    """Earlier turns (not the current question), trimmed from the oldest to fit the token budget."""
+    earlier = list(state.get("messages", []))[:-1]
+    if not earlier:
+        return []
+    return trim_messages(
+        earlier,
+        max_tokens=budget,
+        strategy="last",
+        token_counter=count_tokens_approximately,
+        start_on="human",
+        allow_partial=False,
+    )
+
+
+def build_graph(brain: Brain, checkpointer: Any) -> Any:
+    """Compile the router → agent graph with the given checkpointer."""
+
+    async def route(state: ConversationState, runtime: Runtime[TurnContext]) -> Command[Any]:
+        ctx = runtime.context
+        writer = get_stream_writer()
+        question = _last_question(state)
+        previous = state.get("agent")
+        started = time.perf_counter()
+        decision = await decide_route(brain, question, previous, ctx.session_key)
+        ctx.decision = decision
+        ctx.route_ms = (time.perf_counter() - started) * 1000
+        spec = AGENTS[decision.agent]
+        writer({"kind": "agent", "name": spec.name, "label": spec.label, "reason": decision.reason})
+        return Command(goto=spec.name, update={"agent": spec.name})
+
+    builder = StateGraph(ConversationState, context_schema=TurnContext)
+    builder.add_node("router", route, destinations=tuple(AGENTS))
+    for spec in AGENTS.values():
+        builder.add_node(spec.name, _agent_node(brain, spec))
+        builder.add_edge(spec.name, END)
+    builder.add_edge(START, "router")
+    return builder.compile(checkpointer=checkpointer)
+
+
+async def decide_route(brain: Brain, question: str, previous: str | None, session_key: str) -> RouteDecision:
+    """Semantic routing first; the language model only when the semantic router is unsure and one exists."""
+    decision = await asyncio.to_thread(brain.router.route, question, previous)
+    if not decision.confident and brain.llm is not None:
+        decision = await _ask_llm_to_route(brain, question, previous, decision, session_key)
+    return decision
+
+
+async def _ask_llm_to_route(
+    brain: Brain, question: str, previous: str | None, semantic: RouteDecision, session_key: str
+) -> RouteDecision:
+    assert brain.llm is not None
+    chooser = brain.llm.with_structured_output(RouteChoice, method="function_calling").with_config(
+        tags=["nostream"]
+    )
+    system = ROUTER_SYSTEM_PROMPT + (f"\nThe conversation's current agent is {previous}." if previous else "")
+    try:
+        choice = await call_with_retries(
+            lambda: chooser.ainvoke([SystemMessage(system), HumanMessage(question)]),
+            brain.retry_policy,
+            brain.sleep,
+            log_context=f"[{session_key}] routing",
+        )
+    except StreamFailed:
+        # The semantic router's best guess is still a good answer; routing must not fail the turn.
+        return semantic
+    if not isinstance(choice, RouteChoice) or choice.agent not in AGENTS:
+        return semantic
+    return RouteDecision(
+        agent=choice.agent,
+        confidence=semantic.confidence,
+        confident=True,
+        reason=f"language model decided: {choice.reason}".strip(": "),
+        scores=semantic.scores,
+        probes=semantic.probes,
+    )
+
+
+def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
+    settings = brain.settings
+
+    async def answer(state: ConversationState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        ctx = runtime.context
+        writer = get_stream_writer()
+        question = _last_question(state)
+        offline = brain.llm is None
+
+        started = time.perf_counter()
+        passages: list[Passage] = []
+        if offline or spec.strategy in ("rag", "hybrid"):
+            passages = await asyncio.to_thread(brain.knowledge.retrieve, spec.name, question, settings.retrieval_k)
+        cached = None
+        if not offline and spec.strategy in ("cag", "hybrid"):
+            cached = await asyncio.to_thread(brain.knowledge.cached_context, spec.name)
+        ctx.retrieval_ms = (time.perf_counter() - started) * 1000
+
+        if offline:
+            text, used = compose_offline_answer(passages, support_email=settings.support_email)
+            for piece in stream_pieces(text):
+                writer({"kind": "token", "text": piece})
+                await asyncio.sleep(0)  # let other sessions' streams interleave
+            ctx.sources = used
+        else:
+            text = await _stream_llm_answer(brain, spec, state, question, passages, cached, ctx, writer)
+            ctx.sources = _sources_for(spec, passages, ctx)
+
+        update: dict[str, Any] = {"agents_used": [spec.name], "updated_at": time.time()}
+        if text:
+            update["messages"] = [AIMessage(content=text, response_metadata={"agent": spec.name})]
+        return update
+
+    answer.__name__ = f"{spec.name}_agent"
+    return answer
+
+
+def _sources_for(spec: AgentSpec, passages: list[Passage], ctx: TurnContext) -> list[Passage]:
+    """Passages worth citing: retrieved ones, or for a cached-only agent the documents routing matched."""
+    pool = passages
+    if not pool and ctx.decision is not None:
+        pool = list(ctx.decision.probes.get(spec.name, ()))
+    return [p for p in pool if p.score >= MIN_SOURCE_SCORE]
+
+
+async def _stream_llm_answer(
+    brain: Brain,
+    spec: AgentSpec,
+    state: ConversationState,
+    question: str,
+    passages: list[Passage],
+    cached: Any,
+    ctx: TurnContext,
+    writer: Callable[[Any], None],
+) -> str:
+    settings = brain.settings
+    assert brain.llm is not None
+    system = agent_system_prompt(
+        spec,
+        company=settings.company_name,
+        support_email=settings.support_email,
+        cached_text=cached.text if cached else "",
+    )
+    messages: list[BaseMessage] = [
+        SystemMessage(system),
+        *_history(state, settings.history_token_budget),
+        HumanMessage(user_turn(question, passages)),
+    ]
+    llm = brain.llm
+
+    async def pieces() -> AsyncIterator[str]:
+        async for chunk in llm.astream(messages):
+            usage = getattr(chunk, "usage_metadata", None)
+            if usage:
+                ctx.output_tokens = usage.get("output_tokens")
+            if isinstance(chunk.content, str) and chunk.content:
+                yield chunk.content
+
+    produced: list[str] = []
+    try:
+        async for piece in stream_with_retries(
+            pieces, brain.retry_policy, brain.sleep, log_context=f"[{ctx.session_key}] {spec.name}"
+        ):
+            produced.append(piece)
+            writer({"kind": "token", "text": piece})
+    except StreamFailed as failure:
+        ctx.failure = failure
+    return "".join(produced)

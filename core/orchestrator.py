@@ -1,0 +1,225 @@
+"""`Orchestrator.respond()`: the one call every front-end makes.
+
+It validates the message, serialises turns per session, runs the graph with the session key as the
+checkpointer's thread id, and translates what the graph streams into the typed events of `core.events`. Every
+stream ends with exactly one `Complete` or `Error`; an `Error` carries a sentence written for a user, and the
+detail goes to the log with the session key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import HumanMessage
+
+from core.agents import AGENTS
+from core.events import Agent, Complete, Error, Event, SourceRef, Sources, Start, Token
+from core.graph import Brain, TurnContext, build_graph, decide_route
+from core.knowledge_port import KnowledgeBase
+from core.retry import USER_MESSAGES, RetryPolicy
+from core.router import RouteDecision, SemanticRouter
+from core.sessions import KeyedLocks, SessionInfo
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def clean_message(text: str) -> str:
+    """Normalise odd Unicode (NFC, no control characters but newlines and tabs) and strip the ends."""
+    text = unicodedata.normalize("NFC", text or "")
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
+    return text.strip()
+
+
+class Orchestrator:
+    """The brain's front door. Build it with `build_orchestrator()`; close it with `aclose()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        brain: Brain,
+        checkpointer: Any,
+        *,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.brain = brain
+        self.checkpointer = checkpointer
+        self.graph = build_graph(brain, checkpointer)
+        self._locks = KeyedLocks()
+        self._on_close = on_close
+
+    @property
+    def mode(self) -> str:
+        return "offline" if self.brain.llm is None else "openai"
+
+    def validate(self, text: str) -> str | None:
+        """A user-facing reason the message cannot be answered, or None when it can."""
+        if not text:
+            return "Your message is empty. Ask me a question about billing, the API, or our policies."
+        if len(text) > self.settings.max_message_chars:
+            return (
+                f"Your message is {len(text):,} characters long; the limit is "
+                f"{self.settings.max_message_chars:,}. Please shorten it and ask again."
+            )
+        return None
+
+    async def respond(self, session_key: str, text: str, user: str | None = None) -> AsyncIterator[Event]:
+        """Answer one message in a session, as a stream of events (see `core.events`)."""
+        started = time.perf_counter()
+        yield Start(session_key)
+        question = clean_message(text)
+        problem = self.validate(question)
+        if problem:
+            yield Error("bad_input", problem)
+            return
+
+        async with self._locks.hold(session_key):
+            ctx = TurnContext(session_key=session_key)
+            config = {"configurable": {"thread_id": session_key}}
+            now = time.time()
+            graph_input = {"messages": [HumanMessage(question)], "created_at": now, "updated_at": now}
+            pieces: list[str] = []
+            first_token_ms: float | None = None
+            agent_name = ""
+            try:
+                async for chunk in self.graph.astream(graph_input, config, context=ctx, stream_mode="custom"):
+                    kind = chunk.get("kind")
+                    if kind == "agent":
+                        agent_name = chunk["name"]
+                        yield Agent(chunk["name"], chunk["label"], chunk.get("reason", ""))
+                    elif kind == "token" and chunk["text"]:
+                        if first_token_ms is None:
+                            first_token_ms = (time.perf_counter() - started) * 1000
+                        pieces.append(chunk["text"])
+                        yield Token(chunk["text"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a user never sees a stack trace
+                log.exception("[%s] answering failed", session_key)
+                yield Error("internal", USER_MESSAGES["internal"], "".join(pieces))
+                return
+
+            if ctx.failure is not None:
+                code = ctx.failure.kind.code
+                yield Error(code, USER_MESSAGES.get(code, USER_MESSAGES["internal"]), "".join(pieces))
+                return
+            if ctx.sources:
+                yield Sources(
+                    tuple(
+                        SourceRef(title=p.title, source=p.source, heading=p.heading, score=round(p.score, 3))
+                        for p in _unique_by_source(ctx.sources)
+                    )
+                )
+            yield Complete(
+                agent=agent_name,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                first_token_ms=first_token_ms,
+                route_ms=ctx.route_ms,
+                retrieval_ms=ctx.retrieval_ms,
+                tokens=ctx.output_tokens or len(pieces),
+                text="".join(pieces),
+            )
+
+    async def route(self, question: str, previous_agent: str | None = None) -> RouteDecision:
+        """Routing alone, as a turn would do it (used by `switchboard eval`)."""
+        return await decide_route(self.brain, clean_message(question), previous_agent, "eval")
+
+    async def session_info(self, session_key: str) -> SessionInfo | None:
+        state = await self.graph.aget_state({"configurable": {"thread_id": session_key}})
+        values = state.values or {}
+        messages = values.get("messages") or []
+        if not messages:
+            return None
+        return SessionInfo(
+            session_key=session_key,
+            turns=sum(1 for m in messages if isinstance(m, HumanMessage)),
+            agents=tuple(values.get("agents_used") or ()),
+            current_agent=values.get("agent"),
+            created_at=values.get("created_at"),
+            updated_at=values.get("updated_at"),
+        )
+
+    async def reset(self, session_key: str) -> None:
+        """Forget a session's conversation (its checkpoints)."""
+        async with self._locks.hold(session_key):
+            await self.checkpointer.adelete_thread(session_key)
+
+    async def aclose(self) -> None:
+        if self._on_close is not None:
+            await self._on_close()
+            self._on_close = None
+
+
+def _unique_by_source(passages: list[Any]) -> list[Any]:
+    seen: set[str] = set()
+    unique = []
+    for passage in passages:
+        if passage.source not in seen:
+            seen.add(passage.source)
+            unique.append(passage)
+    return unique
+
+
+async def open_checkpointer(settings: Settings) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    """The SQLite checkpointer in the data directory (Postgres arrives with DATABASE_URL in a later issue)."""
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path = Path(settings.checkpoint_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = await aiosqlite.connect(str(path))
+    saver = AsyncSqliteSaver(conn)
+    await saver.setup()
+    return saver, conn.close
+
+
+async def build_orchestrator(
+    settings: Settings,
+    *,
+    knowledge: KnowledgeBase | None = None,
+    embedder: Any | None = None,
+    llm: BaseChatModel | None | str = "auto",
+    retry_policy: RetryPolicy | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Orchestrator:
+    """Wire the real parts from settings; tests may pass any of them in."""
+    from core.llm import build_chat_model
+
+    if embedder is None:
+        from knowledge.embeddings import make_embedder
+
+        embedder = make_embedder(settings)
+    if knowledge is None:
+        from knowledge.base import open_knowledge_base
+
+        knowledge = open_knowledge_base(settings, embedder)
+    chat_model = build_chat_model(settings) if llm == "auto" else llm
+    router = build_router(settings, embedder, knowledge)
+    checkpointer, close = await open_checkpointer(settings)
+    brain = Brain(
+        settings=settings,
+        router=router,
+        knowledge=knowledge,
+        llm=chat_model,  # type: ignore[arg-type]
+        retry_policy=retry_policy or RetryPolicy(max_retries=settings.llm_max_retries),
+        sleep=sleep,
+    )
+    return Orchestrator(settings, brain, checkpointer, on_close=close)
+
+
+def build_router(settings: Settings, embedder: Any, knowledge: KnowledgeBase | None) -> SemanticRouter:
+    return SemanticRouter(
+        AGENTS,
+        embed_texts=embedder.embed_documents,
+        embed_query=embedder.embed_query,
+        probe=knowledge.retrieve if knowledge is not None else None,
+        min_margin=settings.router_confidence,
+    )

@@ -1,0 +1,55 @@
+"""Prompt text for the agents and the router's fallback decision.
+
+The system prompt of an agent is a stable prefix (instructions, then any cached documents) so OpenAI-style
+prompt caching applies across turns and users; retrieved passages change per question and therefore go into
+the final user turn, after the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from core.agents import AGENTS, AgentSpec
+from knowledge.types import Passage
+
+
+def agent_system_prompt(spec: AgentSpec, *, company: str, support_email: str, cached_text: str = "") -> str:
+    others = ", ".join(f"{a.label} ({a.lane[len('You answer '):].rstrip('.')})" for a in AGENTS.values() if a is not spec)
+    lines = [
+        f"You are the {spec.label} specialist of {company}'s support team, answering in a chat thread.",
+        spec.lane,
+        f"Other specialists exist: {others}. If a question belongs to them, say so in one sentence and answer "
+        "only the part that is yours.",
+        "Answer only from the reference documents and passages you are given. Quote prices, limits and dates "
+        "exactly as they appear there; never invent a figure, a policy or a feature.",
+        "When the knowledge base does not contain the answer, say so plainly and suggest contacting "
+        f"{support_email}, where a person will help.",
+        "Cite the documents you used by title, for example (Source: Plans and pricing).",
+        "Be concise and friendly. Use short paragraphs, bullet lists and fenced code blocks where they help. "
+        "Never mention @here, @channel or @everyone, and never tag people.",
+    ]
+    prompt = "\n".join(lines)
+    if cached_text:
+        prompt += "\n\n# Reference documents\n\n" + cached_text
+    return prompt
+
+
+def passages_block(passages: Sequence[Passage]) -> str:
+    parts = []
+    for number, passage in enumerate(passages, start=1):
+        heading = f" — {passage.heading}" if passage.heading else ""
+        parts.append(f"[{number}] {passage.title}{heading} ({passage.source})\n{passage.text.strip()}")
+    return "\n\n".join(parts)
+
+
+def user_turn(question: str, passages: Sequence[Passage]) -> str:
+    if not passages:
+        return question
+    return f"Relevant passages from the knowledge base:\n\n{passages_block(passages)}\n\nQuestion: {question}"
+
+
+ROUTER_SYSTEM_PROMPT = (
+    "You route customer-support questions to one specialist. Choose exactly one agent:\n"
+    + "\n".join(f"- {spec.name}: {spec.description}" for spec in AGENTS.values())
+    + "\nIf the message is a follow-up that does not clearly change topic, keep the conversation's current agent."
+)

@@ -1,0 +1,144 @@
+"""Retrying language-model calls: when it is safe, how long to wait, and what the user is told otherwise.
+
+Only failures before the first token are retried: once a user has seen words, a retry would repeat or
+contradict them. The waits are 1 s, 2 s, 4 s (at most three retries), or what the server's `Retry-After` asks
+for when it says so. `sleep` is injected so tests run without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+import openai
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+MAX_RETRY_AFTER_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FailureKind:
+    """What went wrong, in a form both the retry loop and the user-facing message can use."""
+
+    code: str  # rate_limited | llm_unavailable | timeout | internal
+    retryable: bool
+    retry_after: float | None = None
+
+
+USER_MESSAGES: dict[str, str] = {
+    "rate_limited": "The language model is busy right now (rate limited). Please try again in a minute.",
+    "llm_unavailable": "I couldn't reach the language model just now. Please try again in a few minutes.",
+    "timeout": "The language model took too long to answer. Please try again.",
+    "internal": "Something went wrong on our side while answering. Please try again.",
+    "interrupted": "The answer was interrupted before it finished. Please ask again.",
+}
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = getattr(exc.response, "headers", None) or {}
+    for name in ("retry-after-ms", "retry-after"):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        return min(value / 1000.0 if name.endswith("ms") else value, MAX_RETRY_AFTER_S)
+    return None
+
+
+def classify(exc: BaseException) -> FailureKind:
+    """Map an exception from the OpenAI client (or the network under it) to a `FailureKind`."""
+    if isinstance(exc, openai.RateLimitError):
+        return FailureKind("rate_limited", True, _retry_after(exc))
+    if isinstance(exc, openai.APITimeoutError) or isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)):
+        return FailureKind("timeout", True)
+    if isinstance(exc, openai.APIConnectionError) or isinstance(exc, (httpx.TransportError, ConnectionError)):
+        return FailureKind("llm_unavailable", True)
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return FailureKind("llm_unavailable", True, _retry_after(exc))
+        return FailureKind("llm_unavailable", False)
+    return FailureKind("internal", False)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 3
+    base_delay_s: float = 1.0
+
+    def delay(self, attempt: int, kind: FailureKind) -> float:
+        """Wait before retry number `attempt` (0-based): 1, 2, 4 s, or the server's Retry-After if given."""
+        if kind.retry_after is not None:
+            return kind.retry_after
+        return self.base_delay_s * (2**attempt)
+
+
+class StreamFailed(Exception):
+    """A streamed call failed for good. `partial` is what had already been streamed (kept for the user)."""
+
+    def __init__(self, kind: FailureKind, partial: str, cause: BaseException) -> None:
+        super().__init__(f"{kind.code}: {cause!r}")
+        self.kind = kind
+        self.partial = partial
+        self.cause = cause
+
+
+async def stream_with_retries(
+    start: Callable[[], AsyncIterator[str]],
+    policy: RetryPolicy,
+    sleep: Sleep = asyncio.sleep,
+    *,
+    log_context: str = "",
+) -> AsyncIterator[str]:
+    """Yield text pieces from `start()`, retrying failures that happen before the first piece.
+
+    Raises `StreamFailed` when retries are exhausted, the failure is not retryable, or it happened mid-stream.
+    """
+    attempt = 0
+    while True:
+        produced: list[str] = []
+        try:
+            async for piece in start():
+                produced.append(piece)
+                yield piece
+            return
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below; unknown errors are not retried
+            kind = classify(exc)
+            partial = "".join(produced)
+            if produced or not kind.retryable or attempt >= policy.max_retries:
+                log.warning("LLM stream failed for good (%s) %s after %d retries: %r",
+                            kind.code, log_context, attempt, exc)
+                raise StreamFailed(kind, partial, exc) from exc
+            wait = policy.delay(attempt, kind)
+            log.info("LLM call failed (%s) %s; retry %d in %.1fs", kind.code, log_context, attempt + 1, wait)
+            attempt += 1
+            await sleep(wait)
+
+
+async def call_with_retries(
+    call: Callable[[], Awaitable[T]], policy: RetryPolicy, sleep: Sleep = asyncio.sleep, *, log_context: str = ""
+) -> T:
+    """Same policy for a non-streamed call (the router's structured decision)."""
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except Exception as exc:  # noqa: BLE001
+            kind = classify(exc)
+            if not kind.retryable or attempt >= policy.max_retries:
+                raise StreamFailed(kind, "", exc) from exc
+            wait = policy.delay(attempt, kind)
+            log.info("LLM call failed (%s) %s; retry %d in %.1fs", kind.code, log_context, attempt + 1, wait)
+            attempt += 1
+            await sleep(wait)

@@ -1,0 +1,119 @@
+"""Choosing the agent for a question without spending a model call when the answer is clear.
+
+Two signals, both from the local embedding model and both cheap:
+- how close the question is to each agent's description and example utterances (the mean of its best three
+  matches, so one lucky example cannot win alone);
+- how well each agent's own knowledge base answers it (the best passage's similarity in that agent's
+  collection). This one generalises with the team's documents: a question about something only the policy
+  documents mention goes to policy even if no example utterance looks like it.
+The blend is normalised per question; the margin between the best and second-best agent is the confidence.
+A follow-up stays with the thread's agent unless another agent wins clearly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.agents import AgentSpec
+from knowledge.types import Passage
+
+log = logging.getLogger(__name__)
+
+UTTERANCE_WEIGHT = 0.5
+TOP_UTTERANCES = 3
+PROBE_K = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    agent: str
+    confidence: float  # margin between the best and second-best blended score
+    confident: bool
+    reason: str
+    scores: Mapping[str, float] = field(default_factory=dict)
+    probes: Mapping[str, tuple[Passage, ...]] = field(default_factory=dict)  # passages seen while routing
+
+
+class SemanticRouter:
+    """Routes by embedding similarity; see the module docstring for the two signals."""
+
+    def __init__(
+        self,
+        agents: Mapping[str, AgentSpec],
+        embed_texts: Callable[[Sequence[str]], np.ndarray],
+        embed_query: Callable[[str], np.ndarray],
+        probe: Callable[[str, str, int], list[Passage]] | None = None,
+        *,
+        min_margin: float = 0.05,
+        switch_margin: float = 0.08,
+    ) -> None:
+        self._agents = dict(agents)
+        self._names = list(self._agents)
+        self._embed_query = embed_query
+        self._probe = probe
+        self.min_margin = min_margin
+        self.switch_margin = switch_margin
+        # Prototype matrix per agent: its description plus every example utterance, embedded once.
+        self._prototypes: dict[str, np.ndarray] = {}
+        for name, spec in self._agents.items():
+            texts = [spec.description, *spec.examples]
+            self._prototypes[name] = np.asarray(embed_texts(texts), dtype=np.float32)
+
+    def utterance_scores(self, query_vector: np.ndarray) -> dict[str, float]:
+        scores: dict[str, float] = {}
+        for name, matrix in self._prototypes.items():
+            sims = matrix @ query_vector
+            top = np.sort(sims)[-TOP_UTTERANCES:]
+            scores[name] = float(top.mean())
+        return scores
+
+    def knowledge_scores(self, query: str) -> tuple[dict[str, float], dict[str, tuple[Passage, ...]]]:
+        if self._probe is None:
+            return {}, {}
+        scores: dict[str, float] = {}
+        probes: dict[str, tuple[Passage, ...]] = {}
+        for name in self._names:
+            try:
+                passages = self._probe(name, query, PROBE_K)
+            except Exception:  # noqa: BLE001 - an empty or missing collection must not break routing
+                log.exception("knowledge probe failed for agent %s", name)
+                passages = []
+            probes[name] = tuple(passages)
+            scores[name] = max((p.score for p in passages), default=0.0)
+        return scores, probes
+
+    def scores(self, query: str) -> tuple[dict[str, float], dict[str, tuple[Passage, ...]]]:
+        vector = np.asarray(self._embed_query(query), dtype=np.float32)
+        utterance = self.utterance_scores(vector)
+        knowledge, probes = self.knowledge_scores(query)
+        if not knowledge or not any(knowledge.values()):
+            return utterance, probes
+        blended = {
+            name: UTTERANCE_WEIGHT * utterance[name] + (1 - UTTERANCE_WEIGHT) * knowledge.get(name, 0.0)
+            for name in self._names
+        }
+        return blended, probes
+
+    def route(self, query: str, previous_agent: str | None = None) -> RouteDecision:
+        scores, probes = self.scores(query)
+        ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
+        (best, best_score), (_, second_score) = ranked[0], ranked[1]
+        margin = best_score - second_score
+        if previous_agent in scores and best != previous_agent:
+            lead = best_score - scores[previous_agent]
+            if lead < self.switch_margin:
+                return RouteDecision(
+                    agent=previous_agent,
+                    confidence=margin,
+                    confident=True,
+                    reason=f"follow-up stays with {previous_agent} ({best} leads by only {lead:.2f})",
+                    scores=scores,
+                    probes=probes,
+                )
+        confident = margin >= self.min_margin or best == previous_agent
+        reason = f"semantic match {best_score:.2f}, margin {margin:.2f} over the next agent"
+        return RouteDecision(best, margin, confident, reason, scores, probes)
