@@ -1,0 +1,36 @@
+"""Prometheus metrics shared by every front-end, exposed at `GET /metrics`.
+
+One registry per process (not the global default), so tests can build several apps without clashes.
+Front-ends record what they see; the web server only renders the registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "switchboard_requests_total", "HTTP requests served by the web server", ["method", "route", "status"],
+    registry=REGISTRY,
+)
+REPLIES = Counter(
+    "switchboard_replies_total", "Replies completed, by front-end and agent", ["frontend", "agent"], registry=REGISTRY
+)
+ERRORS = Counter(
+    "switchboard_reply_errors_total", "Replies that ended in an error, by front-end and code", ["frontend", "code"],
+    registry=REGISTRY,
+)
+FIRST_TOKEN = Histogram(
+    "switchboard_first_token_seconds", "Time from a question to the first answer token", ["frontend"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "switchboard_platform_429_total", "429 responses the bots received from a chat platform", ["platform"],
+    registry=REGISTRY,
+)
+
+
+def render() -> bytes:
+    """The registry in Prometheus text format."""
+    return generate_latest(REGISTRY)
