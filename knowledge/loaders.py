@@ -1,0 +1,164 @@
+"""Reading source files into documents: Markdown (with front matter), plain text, HTML and PDF.
+
+A file that cannot be read (binary, empty, not UTF-8, a broken PDF) becomes a one-line warning naming it;
+ingestion goes on with the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+AGENT_NAMES = ("billing", "technical", "policy")
+SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
+_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    source: str  # path relative to its corpus root, posix
+    title: str
+    agent: str
+    text: str  # Markdown-like text: headings as '#' lines
+    content_hash: str
+    cache: bool = False  # kept whole in the agent's prompt (CAG)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class UnreadableFile(ValueError):
+    """A file that cannot be ingested; the message is the one-line warning shown to the user."""
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _decode(path: Path, data: bytes) -> str:
+    if not data.strip():
+        raise UnreadableFile(f"{path}: empty file, skipped")
+    if b"\x00" in data[:8192]:
+        raise UnreadableFile(f"{path}: binary file, skipped")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(f"{path}: not UTF-8 (byte {exc.start}), skipped; save it as UTF-8") from exc
+
+
+def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        return {}, text
+    try:
+        meta = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError:
+        meta = {}
+    return (meta if isinstance(meta, dict) else {}), text[match.end() :]
+
+
+def _html_to_text(html: str) -> tuple[str, str]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "nav", "footer"]):
+        tag.decompose()
+    title = soup.title.get_text(strip=True) if soup.title else ""
+    lines: list[str] = []
+    for element in soup.find_all(["h1", "h2", "h3", "h4", "p", "li", "pre", "td"]):
+        text = element.get_text(" ", strip=True) if element.name != "pre" else element.get_text()
+        if not text:
+            continue
+        if element.name in ("h1", "h2", "h3", "h4"):
+            lines.append(f"\n{'#' * int(element.name[1])} {text}\n")
+            title = title or (text if element.name == "h1" else "")
+        elif element.name == "pre":
+            lines.append(f"```\n{text.strip()}\n```")
+        elif element.name == "li":
+            lines.append(f"- {text}")
+        else:
+            lines.append(text)
+    return title, "\n".join(lines)
+
+
+def _pdf_to_text(path: Path) -> str:
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(str(path))
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except Exception as exc:  # noqa: BLE001 - any parser failure is one warning
+        raise UnreadableFile(f"{path}: unreadable PDF ({type(exc).__name__}), skipped") from exc
+    text = "\n\n".join(p.strip() for p in pages if p.strip())
+    if not text:
+        raise UnreadableFile(f"{path}: PDF has no extractable text, skipped")
+    return text
+
+
+def _first_heading(text: str) -> str:
+    match = re.search(r"^#\s+(.+)$", text, re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def agent_for(relative: Path, meta: dict[str, Any]) -> str | None:
+    declared = str(meta.get("agent", "")).strip().lower()
+    if declared in AGENT_NAMES:
+        return declared
+    for part in relative.parts[:-1]:
+        if part.lower() in AGENT_NAMES:
+            return part.lower()
+    return None
+
+
+def load_document(path: Path, root: Path) -> Document | None:
+    """Read one file. Returns None for files that ask not to be ingested; raises `UnreadableFile` otherwise."""
+    relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    data = path.read_bytes()
+    digest = content_hash(data)
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        meta, text, title = {}, _pdf_to_text(path), ""
+    else:
+        raw = _decode(path, data)
+        if suffix in (".html", ".htm"):
+            meta = {}
+            title, text = _html_to_text(raw)
+        else:
+            meta, text = _split_front_matter(raw)
+            title = str(meta.get("title", "")).strip()
+    if meta.get("ingest") is False:
+        return None
+    if not text.strip():
+        raise UnreadableFile(f"{path}: no text after the front matter, skipped")
+    agent = agent_for(relative, meta)
+    if agent is None:
+        raise UnreadableFile(
+            f"{path}: no agent; put it under billing/, technical/ or policy/ or add 'agent:' front matter, skipped"
+        )
+    title = title or _first_heading(text) or path.stem.replace("-", " ").replace("_", " ").capitalize()
+    return Document(
+        source=relative.as_posix(),
+        title=title,
+        agent=agent,
+        text=text.strip(),
+        content_hash=digest,
+        cache=bool(meta.get("cache", False)),
+        meta={k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
+    )
+
+
+def discover(paths: list[Path]) -> list[tuple[Path, Path]]:
+    """(file, root) pairs for every supported file under the given files or folders, in a stable order."""
+    found: list[tuple[Path, Path]] = []
+    for given in paths:
+        given = given.resolve()
+        if given.is_file():
+            found.append((given, given.parent))
+        elif given.is_dir():
+            for file in sorted(given.rglob("*")):
+                if file.is_file() and file.suffix.lower() in SUPPORTED_SUFFIXES:
+                    found.append((file, given))
+    return found
