@@ -16,6 +16,7 @@ import numpy as np
 from knowledge.chunking import Chunk
 from knowledge.embeddings import Embedder
 from knowledge.loaders import AGENT_NAMES
+from knowledge.rerank import idf_table, rerank
 from knowledge.types import Passage
 
 COLLECTION_PREFIX = "switchboard_"
@@ -45,6 +46,7 @@ class KnowledgeStore:
         self.embedder = embedder
         self._lock = threading.RLock()
         self._collections = {agent: self._open(agent) for agent in agents}
+        self._idf: dict[str, dict[str, float]] = {}
 
     def _open(self, agent: str) -> Any:
         name = COLLECTION_PREFIX + agent
@@ -113,6 +115,7 @@ class KnowledgeStore:
                 if ids:
                     collection.delete(ids=ids)
                     removed += len(ids)
+            self._idf.clear()
         return removed
 
     def add_chunks(self, chunks: Sequence[Chunk], vectors: np.ndarray, roots: Sequence[str] | None = None) -> None:
@@ -120,6 +123,7 @@ class KnowledgeStore:
         for position, chunk in enumerate(chunks):
             by_agent.setdefault(chunk.agent, []).append(position)
         with self._lock:
+            self._idf.clear()
             for agent, positions in by_agent.items():
                 self._collections[agent].upsert(
                     ids=[chunks[i].id for i in positions],
@@ -173,11 +177,24 @@ class KnowledgeStore:
             )
         ]
 
+    def idf(self, agent: str) -> dict[str, float]:
+        """Term rarity in one collection, for the lexical half of hybrid ranking; rebuilt after writes."""
+        with self._lock:
+            table = self._idf.get(agent)
+            if table is None:
+                got = self._collections[agent].get(include=["documents", "metadatas"])
+                texts = [f"{m.get('title', '')} {m.get('heading', '')} {d}"
+                         for d, m in zip(got["documents"] or [], got["metadatas"] or [])]
+                table = self._idf[agent] = idf_table(texts)
+            return table
+
     def retrieve(self, agent: str, query: str, k: int) -> list[Passage]:
-        """Top-k passages for a question, best first (score = cosine similarity)."""
-        return self.search(agent, self.embedder.embed_query(query), k)
+        """Top-k passages for a question, best first: vector search, then hybrid re-ranking.
+
+        `score` stays the cosine similarity, so thresholds elsewhere keep their meaning."""
+        candidates = self.search(agent, self.embedder.embed_query(query), max(k * 3, 10))
+        return rerank(query, candidates, self.idf(agent), k)
 
     def search_all(self, query: str, k: int, agents: Iterable[str] | None = None) -> list[Passage]:
-        vector = self.embedder.embed_query(query)
-        found = [p for agent in (agents or self._collections) for p in self.search(agent, vector, k)]
+        found = [p for agent in (agents or self._collections) for p in self.retrieve(agent, query, k)]
         return sorted(found, key=lambda p: p.score, reverse=True)[:k]
