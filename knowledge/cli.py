@@ -44,7 +44,7 @@ def ingest_command(
 
         report = ingest([p for p in targets if p.exists()], store, rebuild=rebuild, progress=advance)
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     table = Table("files", "added", "updated", "unchanged", "removed", "failed", title="Ingestion")
     table.add_row(str(report.files_seen), str(report.files_added), str(report.files_updated),
                   str(report.files_unchanged), str(report.files_removed), str(report.files_failed))

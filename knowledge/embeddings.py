@@ -124,6 +124,8 @@ class LocalMiniLM:
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.enable_truncation(max_length=MAX_SEQ_LENGTH)
         self._tokenizer.no_padding()
+        self._counter = Tokenizer.from_file(str(tokenizer_file))  # untruncated, for sizing whole documents
+        self._counter.no_truncation()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = query_cache_size
         self._lock = threading.Lock()
@@ -133,7 +135,7 @@ class LocalMiniLM:
 
     def count_tokens(self, text: str) -> int:
         """Word-piece tokens in `text`, without truncation (used to size cached documents)."""
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids) if text else 0
+        return len(self._counter.encode(text, add_special_tokens=False).ids) if text else 0
 
     def _encode_batch(self, batch: list[list[int]]) -> np.ndarray:
         n, length = len(batch), max(len(ids) for ids in batch)
