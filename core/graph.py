@@ -190,6 +190,11 @@ def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[s
         cached = None
         if not offline and spec.strategy in ("cag", "hybrid"):
             cached = await asyncio.to_thread(brain.knowledge.cached_context, spec.name)
+            if cached is None and not passages:
+                # No cached documents (none marked, or over budget): fall back to retrieval, never to nothing.
+                passages = await asyncio.to_thread(
+                    brain.knowledge.retrieve, spec.name, question, settings.retrieval_k
+                )
         ctx.retrieval_ms = (time.perf_counter() - started) * 1000
 
         if offline:

