@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_knowledge import QUESTIONS
+from bench.bench_retrieval import QUESTIONS
 
 FAKE_TTFT_S = 0.2
 

@@ -1,78 +1,118 @@
-"""Pacing edits under a platform's budget. Pure maths over an injected clock; waiting uses an injected sleep.
+"""How fast a reply may edit its messages: pure maths over an injected clock, waiting through an injected sleep.
 
-- `EditPacer`: the minimum interval between two edits of one message (Slack: about one a second).
-- `EditBudget`: N operations per sliding window, shared by every reply that posts to the same place
-  (Discord: 5 creates/edits per 5 s per channel). A 429 blocks every user of the budget until it expires.
+Two limits, because the platforms have two kinds:
+- `EditPacer` — a minimum interval between two edits of one reply (Slack: about one `chat.update` a second per
+  message). One pacer per reply; it only answers "how long until the next edit may go".
+- `EditBudget` — at most `max_ops` creates/edits in any `window_s` seconds, shared by every reply posting to the
+  same place (Discord: 5 per 5 s per channel). Keep one per channel and pass it to every reply there. A 429
+  from the platform (`note_rate_limited`) blocks every user of the budget until it has passed.
+
+Neither object does I/O; tests drive both with a fake clock and never sleep for real.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
 class EditPacer:
-    def __init__(self, min_interval_s: float, clock: Clock = time.monotonic) -> None:
+    """The minimum interval between edits of one reply. Times are passed in, so this is arithmetic only."""
+
+    def __init__(self, min_interval_s: float) -> None:
+        if min_interval_s < 0:
+            raise ValueError("min_interval_s must be >= 0")
         self.min_interval_s = min_interval_s
-        self._clock = clock
-        self._last: float | None = None
+        self.last_edit_at: float | None = None
 
-    def wait_time(self) -> float:
-        """Seconds until the next edit may go (0 when it may go now)."""
-        if self._last is None:
+    def delay(self, now: float) -> float:
+        """Seconds from `now` until the next edit may go (0 when it may go now)."""
+        if self.last_edit_at is None:
             return 0.0
-        return max(0.0, self._last + self.min_interval_s - self._clock())
+        return max(0.0, self.last_edit_at + self.min_interval_s - now)
 
-    def record(self) -> None:
-        self._last = self._clock()
+    def record(self, now: float) -> None:
+        """An edit went out at `now`."""
+        self.last_edit_at = now
+
+
+class _Op:
+    """One counted operation: stamped when it starts, restamped when the platform has answered."""
+
+    __slots__ = ("at", "in_flight")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.in_flight = True
 
 
 class EditBudget:
-    """At most `max_ops` operations in any `window_s` seconds, across all replies sharing this object."""
+    """At most `max_ops` operations in any `window_s` seconds, across every reply sharing this object.
 
-    def __init__(self, max_ops: int, window_s: float, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep):
+    An operation counts from the moment the platform answered it (`slot()`), not from when it was sent, so
+    network latency cannot squeeze one more request into the platform's window than it allows; while in flight
+    it counts as happening now. Waiters are served first come, first served.
+    """
+
+    def __init__(self, max_ops: int, window_s: float, clock: Clock = time.monotonic,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        if max_ops < 1 or window_s <= 0:
+            raise ValueError("an edit budget needs max_ops >= 1 and window_s > 0")
         self.max_ops = max_ops
         self.window_s = window_s
         self._clock = clock
         self._sleep = sleep
-        self._times: deque[float] = deque()
+        self._ops: list[_Op] = []
         self._blocked_until = 0.0
         self._lock = asyncio.Lock()
 
     def wait_time(self) -> float:
+        """Seconds until one more operation fits (0 when it fits now)."""
         now = self._clock()
-        while self._times and self._times[0] <= now - self.window_s:
-            self._times.popleft()
+        self._ops = [op for op in self._ops if op.in_flight or op.at > now - self.window_s]
         wait = max(0.0, self._blocked_until - now)
-        if len(self._times) >= self.max_ops:
-            wait = max(wait, self._times[0] + self.window_s - now)
+        if len(self._ops) >= self.max_ops:
+            times = sorted(now if op.in_flight else op.at for op in self._ops)
+            wait = max(wait, times[len(self._ops) - self.max_ops] + self.window_s - now)
         return wait
 
-    async def acquire(self) -> None:
-        """Wait until an operation fits in the window, then count it."""
-        async with self._lock:  # first come, first served across replies
+    def ops_in_window(self) -> int:
+        """Operations currently counted against the window (in flight or answered within `window_s`)."""
+        self.wait_time()
+        return len(self._ops)
+
+    async def _reserve(self) -> _Op:
+        async with self._lock:
             while (wait := self.wait_time()) > 0:
                 await self._sleep(wait)
-            self._times.append(self._clock())
-
-    def note_rate_limited(self, retry_after: float) -> None:
-        self._blocked_until = max(self._blocked_until, self._clock() + retry_after)
-
-    def ops_in_window(self) -> int:
-        self.wait_time()
-        return len(self._times)
-
-
-class NoBudget:
-    """A budget that never waits (platforms whose limit is per message, handled by `EditPacer`)."""
+            op = _Op(self._clock())
+            self._ops.append(op)
+            return op
 
     async def acquire(self) -> None:
-        return None
+        """Wait until one more operation fits, and count it as done now."""
+        op = await self._reserve()
+        op.in_flight = False
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for room, then count the operation run inside the block from when it finishes."""
+        op = await self._reserve()
+        try:
+            yield
+        finally:
+            op.at = self._clock()
+            op.in_flight = False
 
     def note_rate_limited(self, retry_after: float) -> None:
-        return None
+        """The platform answered 429: nobody sharing this budget may go before `retry_after` has passed."""
+        self._blocked_until = max(self._blocked_until, self._clock() + max(0.0, retry_after))
+
+    @property
+    def blocked_until(self) -> float:
+        return self._blocked_until

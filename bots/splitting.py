@@ -1,49 +1,188 @@
-"""Splitting a long Markdown answer into messages that fit a platform's length limit.
+"""Cutting a long Markdown answer into messages that fit a platform's length limit. Pure functions.
 
-Pure functions. A split never leaves a code fence open: when a cut must fall inside a fence, the part is closed
-with ``` and the next part reopens it with the same language tag. Cuts prefer a paragraph break, then a line
-break, then a sentence end, then a space.
+Why a module of its own: the rules are fiddly and worth testing without any network or clock. The streaming
+renderer (`bots.streaming`) calls `cut_markdown` one part at a time while an answer grows, so a part, once cut,
+never moves; `split_markdown` is the whole-text convenience built on it.
+
+Rules:
+- A part is at most `limit` characters, including any fence line added to it.
+- A code fence (a line opening with three or more backticks) is never left open across a cut. When the fence
+  fits whole in a part of its own, the cut goes just before it; otherwise the part ends with a closing fence and
+  the next part starts by reopening it with the same opening line (so the language tag is kept).
+- Cuts prefer, in order: a paragraph break, a line break, a sentence end, a space; a cut that would leave a part
+  less than half full tries the next kind first. Only text with no break at all is cut mid-word.
+- Nothing but whitespace at a cut is dropped, so the parts with their added fence lines removed spell out the
+  original text (the invariant the property test checks through `Cut.consumed`).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-FENCE = re.compile(r"^\s*```(\S*)", re.MULTILINE)
+_OPENER = re.compile(r"^( {0,3})(`{3,})([^`\n]*)$")
+_CLOSER = re.compile(r"^ {0,3}(`{3,})[ \t]*$")
+# (separator, characters of it kept at the end of the part): a sentence keeps its punctuation.
+_BOUNDARIES: tuple[tuple[str, int], ...] = (
+    ("\n\n", 0), ("\n", 0), (". ", 1), ("! ", 1), ("? ", 1), ("; ", 1), (", ", 1), (" ", 0),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A fenced code block: `start` of its opening line, `content_start` just after that line, `end` just
+    after its closing line (None when the text ends inside it)."""
+
+    start: int
+    content_start: int
+    end: int | None
+    indent: str
+    ticks: str
+    info: str
+
+    @property
+    def opener(self) -> str:
+        return f"{self.indent}{self.ticks}{self.info}"
+
+    @property
+    def closer(self) -> str:
+        return f"{self.indent}{self.ticks}"
+
+    def holds(self, position: int) -> bool:
+        """True when a cut at `position` would fall inside the block (after its opening line's start)."""
+        return self.start < position and (self.end is None or position < self.end)
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """The first part of a text, and how the rest continues.
+
+    `head` is the part (fences balanced); `consumed` is how many characters of the input it covers, including
+    whitespace dropped at the cut; the remaining text is `reopen + text[consumed:]` (see `rest`).
+    """
+
+    head: str
+    consumed: int
+    reopen: str = ""
+
+    def rest(self, text: str) -> str:
+        return self.reopen + text[self.consumed:]
+
+
+def scan_fences(text: str) -> list[Fence]:
+    """Every fenced code block in `text`, in order (CommonMark rules for backtick fences)."""
+    fences: list[Fence] = []
+    current: tuple[int, int, str, str, str] | None = None
+    position = 0
+    for line in text.splitlines(keepends=True):
+        bare = line.rstrip("\r\n")
+        line_end = position + len(line)
+        if current is None:
+            opened = _OPENER.match(bare)
+            if opened:
+                current = (position, line_end, opened.group(1), opened.group(2), opened.group(3))
+        else:
+            closed = _CLOSER.match(bare)
+            if closed and closed.group(1).startswith(current[3]):
+                start, content_start, indent, ticks, info = current
+                end = position + len(bare)
+                fences.append(Fence(start, content_start, end, indent, ticks, info))
+                current = None
+        position = line_end
+    if current is not None:
+        start, content_start, indent, ticks, info = current
+        fences.append(Fence(start, content_start, None, indent, ticks, info))
+    return fences
 
 
 def open_fence(text: str) -> str | None:
-    """The language tag of a fence left open at the end of `text` ('' for a bare fence), or None."""
-    tag: str | None = None
-    for match in FENCE.finditer(text):
-        tag = match.group(1) if tag is None else None
-    return tag
+    """The opening line of a fence `text` leaves open (e.g. "```python"), or None when all are closed."""
+    fences = scan_fences(text)
+    if fences and fences[-1].end is None:
+        return fences[-1].opener
+    return None
 
 
-def _cut_point(text: str, limit: int) -> int:
-    window = text[:limit]
-    for separator in ("\n\n", "\n", ". ", "! ", "? ", " "):
-        position = window.rfind(separator)
-        if position > limit // 3:
-            return position + len(separator)
-    return limit
+def close_open_fence(text: str) -> str:
+    """`text` with a closing fence appended if it ends inside a code block (for showing a part mid-stream)."""
+    fences = scan_fences(text)
+    if not fences or fences[-1].end is not None:
+        return text
+    return text.rstrip("\n") + "\n" + fences[-1].closer
+
+
+def _boundary(text: str, lo: int, hi: int) -> tuple[int, int] | None:
+    """The best cut in text[lo:hi]: (end of the part, start of the rest), or None if there is no break."""
+    for floor in (max(lo, hi // 2), lo):
+        for separator, kept in _BOUNDARIES:
+            # The dropped part of a separator may lie just past the limit; the kept part may not.
+            found = text.rfind(separator, floor, hi + len(separator) - kept)
+            if found >= floor:
+                return found + kept, found + len(separator)
+    return None
+
+
+def _fence_at(fences: list[Fence], position: int) -> Fence | None:
+    for fence in fences:
+        if fence.holds(position):
+            return fence
+    return None
+
+
+def cut_markdown(text: str, limit: int) -> Cut:
+    """Cut the first part (at most `limit` characters) off `text`; the whole text when it already fits."""
+    if len(text) <= limit:
+        return Cut(text, len(text))
+    fences = scan_fences(text)
+    # A text that starts with a fence (as a reopened part does) must carry some of that block's content.
+    lo = fences[0].content_start + 1 if fences and not text[: fences[0].start].strip() else 1
+    found = _boundary(text, lo, limit)
+    end, resume = found if found else (limit, limit)
+    fence = _fence_at(fences, end)
+    if fence is None:
+        return _plain(text, end, resume)
+    text_before = bool(text[: fence.start].strip())
+    if text_before and fence.end is not None and fence.end - fence.start <= limit:
+        return _plain(text, fence.start, fence.start)  # the whole block fits in the next part: cut before it
+    # Cut inside the block, leaving room for a closing fence line.
+    room = limit - len(fence.closer) - 1
+    inner_lo = max(lo, fence.content_start + 1)
+    if room < inner_lo:
+        if text_before:
+            return _plain(text, fence.start, fence.start)
+        raise ValueError(f"limit {limit} is too small to split a code block opened by {fence.opener!r}")
+    found = _boundary(text, inner_lo, room)
+    end, resume = found if found else (room, room)
+    inner = _fence_at(fences, end)
+    if inner is None:  # the best cut fell outside any block after all
+        return _plain(text, end, resume)
+    if inner.end is not None and inner.end <= limit and not text[resume : inner.end].strip(" \n`"):
+        return _plain(text, inner.end, inner.end)  # only the closing line was left: keep the real one
+    head = text[:end].rstrip("\n")
+    return Cut(f"{head}\n{inner.closer}", resume, inner.opener + "\n")
+
+
+def _plain(text: str, end: int, resume: int) -> Cut:
+    """A cut outside any code block: trailing and leading blank space at the cut are dropped."""
+    head = text[:end].rstrip()
+    while resume < len(text) and text[resume] in "\n\r":
+        resume += 1
+    if not head:  # never emit an empty part; the caller guarantees progress
+        head, resume = text[:end], end
+    return Cut(head, resume)
 
 
 def split_markdown(text: str, limit: int) -> list[str]:
-    """Parts of at most `limit` characters; fences are closed and reopened across parts."""
-    if limit < 20:
-        raise ValueError("limit too small to split Markdown safely")
+    """All parts of `text`, each at most `limit` characters, with fences closed and reopened across parts."""
     parts: list[str] = []
     rest = text
-    while len(rest) > limit:
-        # Leave room to close a fence ("\n```") if the cut lands inside one.
-        cut = _cut_point(rest, limit - 4)
-        head, rest = rest[:cut], rest[cut:]
-        tag = open_fence(head)
-        if tag is not None:
-            head = head.rstrip("\n") + "\n```"
-            rest = f"```{tag}\n" + rest.lstrip("\n")
-        parts.append(head.rstrip())
-        rest = rest.lstrip(" ") if tag is None else rest
-    parts.append(rest)
-    return [p for p in parts if p.strip()] or [""]
+    while True:
+        cut = cut_markdown(rest, limit)
+        parts.append(cut.head)
+        if cut.consumed >= len(rest):
+            break
+        next_rest = cut.rest(rest)
+        if not next_rest.strip():
+            break
+        rest = next_rest
+    return parts

@@ -77,10 +77,39 @@ def _blocks(body: str) -> list[str]:
     return blocks
 
 
+def _split_fence(block: str) -> list[str]:
+    """A code block too long for one chunk: cut between lines, each piece closed and reopened as a fence, so
+    every chunk still renders as code (the only case where a fence is cut: it cannot be avoided)."""
+    lines = block.splitlines()
+    opener, body = lines[0], lines[1:]
+    if body and body[-1].strip().startswith("```"):
+        body = body[:-1]
+    budget = MAX_CHARS - len(opener) - 8
+    pieces, current, size = [], [], 0
+    for line in body:
+        while len(line) > budget:  # one absurdly long line: hard cut
+            if current:
+                pieces.append(current)
+                current, size = [], 0
+            pieces.append([line[:budget]])
+            line = line[budget:]
+        if current and size + len(line) + 1 > budget:
+            pieces.append(current)
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    if current:
+        pieces.append(current)
+    return ["\n".join([opener, *piece, "```"]) for piece in pieces]
+
+
 def _split_long(block: str) -> list[str]:
-    """A single block over the size limit: cut at sentence ends (or hard) into MAX_CHARS pieces."""
+    """A single block over the size limit: a code fence is cut between lines (and re-fenced), prose at
+    sentence ends (or hard, for a sentence longer than a chunk)."""
     if len(block) <= MAX_CHARS:
         return [block]
+    if block.lstrip().startswith("```"):
+        return _split_fence(block)
     sentences = re.split(r"(?<=[.!?])\s+", block)
     pieces, current = [], ""
     for sentence in sentences:
@@ -115,11 +144,15 @@ def _pack(body: str) -> list[str]:
 
 
 def chunk_document(document: Document) -> list[Chunk]:
+    """A document's chunks in reading order. `text` is clean (for display); `embed_text` starts with the title
+    and heading path, which makes short sections retrievable by what they are about."""
     chunks: list[Chunk] = []
     for heading, body in _sections(document.text):
+        heading_line = document.title
+        if heading and heading != document.title:
+            heading_line = f"{document.title} — {heading}"
         for window in _pack(body):
             index = len(chunks)
-            heading_line = f"{document.title} — {heading}" if heading and heading != document.title else document.title
             chunks.append(
                 Chunk(
                     id=f"{document.source}#{index}",

@@ -1,9 +1,9 @@
-"""`switchboard ingest` and `switchboard search`."""
+"""`switchboard ingest` and `switchboard search`; `register(app)` mounts them on the main typer app."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -13,26 +13,47 @@ from rich.table import Table
 console = Console()
 
 
+def _open_store(settings: Any, *, check_embedder: bool = True) -> Any:
+    """The store with the configured embedder; a model mismatch is printed as the fix, exit code 1."""
+    from knowledge.embeddings import make_embedder
+    from knowledge.store import EmbeddingMismatchError, KnowledgeStore, open_chroma_client
+
+    try:
+        return KnowledgeStore(open_chroma_client(settings), make_embedder(settings), check_embedder=check_embedder)
+    except EmbeddingMismatchError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _summary(report: Any) -> Table:
+    table = Table("", "seen", "added", "updated", "unchanged", "removed", "failed", title="Ingestion")
+    table.add_row("files", str(report.files_seen), str(report.files_added), str(report.files_updated),
+                  str(report.files_skipped), str(report.files_removed), str(report.files_failed))
+    table.add_row("chunks", "", str(report.chunks_added), str(report.chunks_updated), "",
+                  str(report.chunks_removed), "")
+    return table
+
+
 def ingest_command(
     paths: Optional[list[Path]] = typer.Argument(None, help="Files or folders (default: the shipped sample corpus)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Empty the store first (after changing embedding model)."),
     if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing when the store already has documents."),
 ) -> None:
-    """Add documents to the knowledge base; unchanged files are skipped, changed ones replaced."""
+    """Add documents to the knowledge base; unchanged files are skipped, changed ones replaced.
+
+    Exits non-zero only when nothing at all could be read."""
     from core.settings import load_settings
-    from knowledge.base import open_store
-    from knowledge.embeddings import make_embedder
     from knowledge.ingest import ingest
 
     settings = load_settings()
-    store = open_store(settings, make_embedder(settings))
-    if if_empty and not store.is_empty():
+    store = _open_store(settings, check_embedder=not rebuild)
+    if if_empty and not rebuild and not store.is_empty():
         console.print(f"Knowledge base ready: {store.count()} chunks ({settings.chroma_dir}).")
         return
     targets = list(paths or [settings.docs_dir])
-    missing = [p for p in targets if not p.exists()]
-    for path in missing:
-        console.print(f"[yellow]warning:[/] {path}: no such file or folder, skipped")
+    for path in targets:
+        if not path.exists():
+            console.print(f"[yellow]warning:[/] {path}: no such file or folder, skipped")
     with Progress(
         TextColumn("[bold]Ingesting[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.description}"), console=console, transient=True,
@@ -44,16 +65,10 @@ def ingest_command(
 
         report = ingest([p for p in targets if p.exists()], store, rebuild=rebuild, progress=advance)
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
-    table = Table("files", "added", "updated", "unchanged", "removed", "failed", title="Ingestion")
-    table.add_row(str(report.files_seen), str(report.files_added), str(report.files_updated),
-                  str(report.files_unchanged), str(report.files_removed), str(report.files_failed))
-    console.print(table)
-    console.print(
-        f"chunks: {report.chunks_added} added, {report.chunks_updated} updated, {report.chunks_removed} removed "
-        f"· store now {store.count()} chunks · {report.seconds:.1f}s"
-    )
-    if report.files_read == 0 and report.files_removed == 0:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
+    console.print(_summary(report))
+    console.print(f"store now {store.count()} chunks · {report.seconds:.1f}s", highlight=False)
+    if report.files_read == 0 and report.files_removed == 0 and report.files_excluded == 0:
         console.print("[red]Nothing could be read.[/] Give Markdown, text, HTML or PDF files or folders.")
         raise typer.Exit(1)
 
@@ -61,22 +76,19 @@ def ingest_command(
 def search_command(
     query: str = typer.Argument(..., help="What to look for."),
     agent: Optional[str] = typer.Option(None, "--agent", help="billing, technical or policy (default: all)."),
-    k: int = typer.Option(5, "-k", help="How many passages."),
+    k: int = typer.Option(5, "-k", min=1, max=50, help="How many passages."),
 ) -> None:
     """Print the passages the knowledge base returns for a query, with scores and sources."""
     from core.settings import load_settings
-    from knowledge.base import open_store
-    from knowledge.embeddings import make_embedder
 
-    settings = load_settings()
-    store = open_store(settings, make_embedder(settings))
+    store = _open_store(load_settings())
     if agent is not None and agent not in store.agents:
         console.print(f"[red]Unknown agent {agent!r}[/]; use one of {', '.join(store.agents)}.")
         raise typer.Exit(2)
     if store.is_empty():
         console.print("[yellow]The knowledge base is empty.[/] Run `switchboard ingest` first.")
         raise typer.Exit(1)
-    passages = store.search_all(query, k, [agent] if agent else None)
+    passages = store.retrieve(agent, query, k) if agent else store.search_all(query, k)
     table = Table("score", "agent", "source", "heading", "passage", show_lines=True)
     for p in passages:
         snippet = p.text if len(p.text) <= 300 else p.text[:300] + " …"

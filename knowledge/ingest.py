@@ -1,34 +1,46 @@
-"""Incremental, idempotent ingestion: unchanged files are skipped by content hash, changed files replace their
-chunks, and files gone from an ingested folder lose theirs. Running it twice leaves the same store."""
+"""Incremental, idempotent ingestion.
+
+Unchanged files are skipped by content hash, changed files replace their chunks, and files gone from an
+ingested folder (or now marked `ingest: false`) lose theirs. Running it twice leaves the same store. Vectors are
+computed in batches, so the model runs on full batches instead of one file at a time.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from knowledge.chunking import Chunk, chunk_document
-from knowledge.loaders import UnreadableFile, discover, load_document
-from knowledge.store import KnowledgeStore
+from knowledge.embeddings import Embedder
+from knowledge.loaders import UnreadableFile, discover, load_document, source_for
+from knowledge.store import EmbeddingMismatchError, KnowledgeStore
 
 EMBED_BATCH = 64
-Progress = Callable[[str, int, int], None]  # (file being read, done, total)
+Progress = Callable[[str, int, int], None]  # (file being read, files done, files in total)
 
 
 @dataclass
 class IngestReport:
+    """What one ingestion did. `files_skipped` are unchanged files; `files_failed` could not be read."""
+
     files_seen: int = 0
     files_added: int = 0
     files_updated: int = 0
     files_unchanged: int = 0
     files_removed: int = 0
     files_failed: int = 0
+    files_excluded: int = 0  # `ingest: false`
     chunks_added: int = 0
     chunks_updated: int = 0
     chunks_removed: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def files_skipped(self) -> int:
+        return self.files_unchanged
 
     @property
     def files_read(self) -> int:
@@ -38,48 +50,71 @@ class IngestReport:
     def chunks_written(self) -> int:
         return self.chunks_added + self.chunks_updated
 
+    @property
+    def changed(self) -> bool:
+        return bool(self.chunks_added or self.chunks_updated or self.chunks_removed)
+
 
 def ingest(
-    paths: list[Path],
+    paths: Sequence[Path],
     store: KnowledgeStore,
+    embedder: Embedder | None = None,
     *,
     rebuild: bool = False,
     progress: Progress | None = None,
 ) -> IngestReport:
+    """Bring the store in line with the files under `paths` (files or folders).
+
+    `embedder` defaults to the store's own; passing another model is refused (its vectors would not be
+    comparable with the stored ones). `rebuild` empties the store first: the way to change embedding model."""
+    if embedder is not None and embedder.name != store.embedder.name:
+        raise EmbeddingMismatchError(
+            f"ingest() was given the embedding model {embedder.name} for a store opened with "
+            f"{store.embedder.name}; open the store with the same embedder."
+        )
+    embedder = embedder or store.embedder
     started = time.perf_counter()
     report = IngestReport()
     if rebuild:
         store.clear()
     known = store.file_hashes()
-    files = discover(paths)
-    roots = {p.resolve() for p in paths if p.is_dir()}
-    seen_sources: set[str] = set()
+    files = discover(list(paths))
+    roots = {str(p.resolve()) for p in paths if p.is_dir()}
+    seen: dict[str, str] = {}  # source -> the file it was read from in this run
     pending: list[tuple[Chunk, str]] = []
 
     for done, (file, root) in enumerate(files, start=1):
         if progress:
             progress(str(file), done, len(files))
         report.files_seen += 1
+        source = source_for(file, root)
+        if source in seen:
+            report.warnings.append(f"{file}: same path ({source}) as {seen[source]}, skipped")
+            report.files_failed += 1
+            continue
         try:
             document = load_document(file, root)
         except UnreadableFile as warning:
             report.warnings.append(str(warning))
             report.files_failed += 1
+            seen[source] = str(file)  # keeps what an earlier run stored from it: a bad save loses nothing
             continue
         except OSError as exc:
-            report.warnings.append(f"{file}: cannot be read ({exc.strerror}), skipped")
+            report.warnings.append(f"{file}: cannot be read ({exc.strerror or exc}), skipped")
             report.files_failed += 1
+            seen[source] = str(file)
             continue
-        if document is None:
+        if document is None:  # `ingest: false`: treated as absent, so chunks from an earlier run go
+            report.files_excluded += 1
             continue
-        seen_sources.add(document.source)
-        previous = known.get(document.source)
+        seen[source] = str(file)
+        previous = known.get(source)
         if previous and previous[:2] == (document.agent, document.content_hash):
             report.files_unchanged += 1
             continue
         chunks = chunk_document(document)
         if previous:
-            store.remove_source(document.source)
+            store.remove_source(source)
             report.files_updated += 1
             report.chunks_updated += len(chunks)
         else:
@@ -87,23 +122,28 @@ def ingest(
             report.chunks_added += len(chunks)
         pending.extend((chunk, str(root)) for chunk in chunks)
         if len(pending) >= EMBED_BATCH:
-            _write(store, pending)
+            _write(store, embedder, pending)
             pending = []
     if pending:
-        _write(store, pending)
+        _write(store, embedder, pending)
 
-    # Files ingested earlier from one of these folders that are gone now lose their chunks.
-    root_names = {str(root) for root in roots}
-    for source in set(known) - seen_sources:
-        agent, _, root = known[source]
-        if root in root_names and not (Path(root) / source).exists():
+    for source in sorted(set(known) - set(seen)):
+        _, _, root = known[source]
+        if root in roots and (not (Path(root) / source).exists() or _is_excluded(Path(root) / source, root)):
             report.chunks_removed += store.remove_source(source)
             report.files_removed += 1
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _write(store: KnowledgeStore, pending: list[tuple[Chunk, str]]) -> None:
+def _is_excluded(path: Path, root: str) -> bool:
+    try:
+        return load_document(path, Path(root)) is None
+    except (OSError, UnreadableFile):
+        return False
+
+
+def _write(store: KnowledgeStore, embedder: Embedder, pending: list[tuple[Chunk, str]]) -> None:
     chunks = [chunk for chunk, _ in pending]
-    vectors = store.embedder.embed_documents([c.embed_text for c in chunks])
+    vectors = embedder.embed_documents([c.embed_text for c in chunks])
     store.add_chunks(chunks, vectors, roots=[root for _, root in pending])

@@ -84,18 +84,22 @@ def _html_to_text(html: str) -> tuple[str, str]:
     return title, "\n".join(lines)
 
 
-def _pdf_to_text(path: Path) -> str:
+def _pdf_to_text(path: Path, data: bytes) -> tuple[str, str]:
+    """(title from the PDF's metadata or "", text of every page, pages separated by blank lines)."""
+    import io
+
     from pypdf import PdfReader
 
     try:
-        reader = PdfReader(str(path))
+        reader = PdfReader(io.BytesIO(data))
         pages = [page.extract_text() or "" for page in reader.pages]
+        title = str((reader.metadata or {}).get("/Title") or "").strip()
     except Exception as exc:  # noqa: BLE001 - any parser failure is one warning
         raise UnreadableFile(f"{path}: unreadable PDF ({type(exc).__name__}), skipped") from exc
     text = "\n\n".join(p.strip() for p in pages if p.strip())
     if not text:
         raise UnreadableFile(f"{path}: PDF has no extractable text, skipped")
-    return text
+    return title, text
 
 
 def _first_heading(text: str) -> str:
@@ -104,6 +108,7 @@ def _first_heading(text: str) -> str:
 
 
 def agent_for(relative: Path, meta: dict[str, Any]) -> str | None:
+    """Front matter `agent:` first, else the first folder under the corpus root named after an agent."""
     declared = str(meta.get("agent", "")).strip().lower()
     if declared in AGENT_NAMES:
         return declared
@@ -113,14 +118,21 @@ def agent_for(relative: Path, meta: dict[str, Any]) -> str | None:
     return None
 
 
+def source_for(path: Path, root: Path) -> str:
+    """A file's stable name: its path relative to the corpus root, in posix form (the same on every OS)."""
+    return (path.relative_to(root) if path.is_relative_to(root) else Path(path.name)).as_posix()
+
+
 def load_document(path: Path, root: Path) -> Document | None:
-    """Read one file. Returns None for files that ask not to be ingested; raises `UnreadableFile` otherwise."""
-    relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    """Read one file. Returns None for files that ask not to be ingested (`ingest: false`); raises
+    `UnreadableFile` for a file that cannot be read, with the one-line warning as its message."""
+    relative = Path(source_for(path, root))
     data = path.read_bytes()
     digest = content_hash(data)
     suffix = path.suffix.lower()
     if suffix == ".pdf":
-        meta, text, title = {}, _pdf_to_text(path), ""
+        meta: dict[str, Any] = {}
+        title, text = _pdf_to_text(path, data)
     else:
         raw = _decode(path, data)
         if suffix in (".html", ".htm"):
@@ -150,13 +162,22 @@ def load_document(path: Path, root: Path) -> Document | None:
     )
 
 
+def _root_of_single_file(file: Path) -> Path:
+    """For `ingest docs/billing/x.md`: root at `docs/`, so the source is `billing/x.md` (as when the folder is
+    ingested) and the agent comes from the folder name."""
+    for ancestor in file.parents:
+        if ancestor.name.lower() in AGENT_NAMES:
+            return ancestor.parent
+    return file.parent
+
+
 def discover(paths: list[Path]) -> list[tuple[Path, Path]]:
     """(file, root) pairs for every supported file under the given files or folders, in a stable order."""
     found: list[tuple[Path, Path]] = []
     for given in paths:
         given = given.resolve()
         if given.is_file():
-            found.append((given, given.parent))
+            found.append((given, _root_of_single_file(given)))
         elif given.is_dir():
             for file in sorted(given.rglob("*")):
                 if file.is_file() and file.suffix.lower() in SUPPORTED_SUFFIXES:

@@ -1,8 +1,10 @@
 """The vector store: one Chroma collection per agent, cosine distance, embeddings computed by us.
 
-Chroma never embeds anything itself (no default model download): we pass vectors in and out. The embedding
-model's name and dimension are recorded in each collection's metadata, and reopening with another model is a
-clear error instead of silently comparing vectors from two different spaces.
+Chroma never embeds anything itself (no default model download): collections are opened with
+`embedding_function=None` and we pass vectors in and out. The embedding model's name and dimension are recorded
+in each collection's metadata, and reopening with another model is a clear error instead of silently comparing
+vectors from two different spaces. One collection per agent, because a metadata filter over one big collection
+is far slower than searching a small one.
 """
 
 from __future__ import annotations
@@ -20,14 +22,23 @@ from knowledge.rerank import idf_table, rerank
 from knowledge.types import Passage
 
 COLLECTION_PREFIX = "switchboard_"
+RERANK_POOL = 10  # candidates fetched by vector search before hybrid re-ranking (at least 3 * k)
 
 
 class EmbeddingMismatchError(RuntimeError):
     """The store was built with another embedding model than the one configured now."""
 
 
+def _mismatch(recorded: str, configured: str) -> EmbeddingMismatchError:
+    return EmbeddingMismatchError(
+        f"The knowledge store was built with the embedding model {recorded}, but {configured} is configured "
+        "now, and vectors from two models cannot be compared. Rebuild it with `switchboard ingest --rebuild`, "
+        "or set EMBEDDING_PROVIDER back to the model the store was built with."
+    )
+
+
 def open_chroma_client(settings: Any) -> Any:
-    """`PersistentClient` under the data directory, or `HttpClient` when CHROMA_HOST is set."""
+    """`PersistentClient` under the data directory, or `HttpClient` when CHROMA_HOST is set. No telemetry."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
@@ -39,44 +50,74 @@ def open_chroma_client(settings: Any) -> Any:
 
 
 class KnowledgeStore:
-    """Chunks and their vectors, per agent. Thread-safe: the core queries it from worker threads."""
+    """Chunks and their vectors, per agent.
 
-    def __init__(self, client: Any, embedder: Embedder, agents: Sequence[str] = AGENT_NAMES) -> None:
+    Thread-safe: the core queries it from worker threads (`asyncio.to_thread`) while an ingestion may write; one
+    re-entrant lock serialises access to the collections (a query takes a few milliseconds).
+
+    `check_embedder=False` opens a store built with another model without complaint; only `ingest --rebuild`
+    does that, and it clears the store before writing.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        embedder: Embedder,
+        agents: Sequence[str] = AGENT_NAMES,
+        *,
+        check_embedder: bool = True,
+    ) -> None:
         self._client = client
         self.embedder = embedder
+        self._check = check_embedder
         self._lock = threading.RLock()
         self._collections = {agent: self._open(agent) for agent in agents}
         self._idf: dict[str, dict[str, float]] = {}
+        self.generation = 0  # bumped on every write, so derived caches (IDF, cached documents) know to rebuild
+
+    # --- collections -----------------------------------------------------------------------------------------
+    def _metadata(self, agent: str, dim: int | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"embedding_model": self.embedder.name, "agent": agent}
+        if dim is not None:
+            meta["embedding_dim"] = dim
+        return meta
 
     def _open(self, agent: str) -> Any:
         name = COLLECTION_PREFIX + agent
         existing = {c.name if hasattr(c, "name") else str(c) for c in self._client.list_collections()}
-        if name in existing:
-            collection = self._client.get_collection(name, embedding_function=None)
-            recorded = (collection.metadata or {}).get("embedding_model")
-            if recorded and recorded != self.embedder.name and collection.count() > 0:
-                raise EmbeddingMismatchError(
-                    f"The knowledge store was built with the embedding model {recorded!r}, but "
-                    f"{self.embedder.name!r} is configured now. Rebuild it with `switchboard ingest --rebuild`, "
-                    "or set EMBEDDING_PROVIDER back to the model the store was built with."
-                )
-            return collection
-        return self._client.create_collection(
-            name,
-            embedding_function=None,
-            configuration={"hnsw": {"space": "cosine"}},
-            metadata={"embedding_model": self.embedder.name, "agent": agent},
-        )
+        if name not in existing:
+            # The dimension is recorded at the first write (asking a remote embedder for it costs a request).
+            return self._client.create_collection(
+                name,
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata=self._metadata(agent),
+            )
+        collection = self._client.get_collection(name, embedding_function=None)
+        recorded = (collection.metadata or {}).get("embedding_model")
+        if recorded != self.embedder.name:
+            if collection.count() == 0:
+                # Nothing to compare against yet: the collection now belongs to the configured model.
+                collection.modify(metadata=self._metadata(agent))
+            elif self._check:
+                raise _mismatch(str(recorded), self.embedder.name)
+        return collection
 
     @property
     def agents(self) -> list[str]:
         return list(self._collections)
 
+    def _collection(self, agent: str) -> Any:
+        try:
+            return self._collections[agent]
+        except KeyError:
+            raise KeyError(f"unknown agent {agent!r}; the store has {', '.join(self._collections)}") from None
+
     def count(self, agent: str | None = None) -> int:
         with self._lock:
             if agent is not None:
-                return self._collections[agent].count()
-            return sum(c.count() for c in self._collections.values())
+                return int(self._collection(agent).count())
+            return sum(int(c.count()) for c in self._collections.values())
 
     def counts(self) -> dict[str, int]:
         return {agent: self.count(agent) for agent in self._collections}
@@ -84,9 +125,11 @@ class KnowledgeStore:
     def is_empty(self) -> bool:
         return self.count() == 0
 
-    # --- writing ---------------------------------------------------------------------------------------------
+    # --- bookkeeping for incremental ingestion ---------------------------------------------------------------
     def file_hashes(self) -> dict[str, tuple[str, str, str]]:
-        """source → (agent, content hash, corpus root) for every ingested file."""
+        """source → (agent, content hash, corpus root) for every ingested file, read from chunk metadata.
+
+        Kept in Chroma itself (not a side manifest) so the bookkeeping can never disagree with the vectors."""
         hashes: dict[str, tuple[str, str, str]] = {}
         with self._lock:
             for agent, collection in self._collections.items():
@@ -96,16 +139,17 @@ class KnowledgeStore:
         return hashes
 
     def cached_sources(self, agent: str) -> list[tuple[str, str]]:
-        """(root, source) of the documents marked `cache: true` for an agent, in a stable order."""
+        """(root, source) of the documents marked `cache: true` for an agent, sorted by source (a stable order)."""
         with self._lock:
-            got = self._collections[agent].get(where={"cache": True}, include=["metadatas"])
-        return sorted({(str(m.get("root", "")), str(m["source"])) for m in got["metadatas"] or []},
-                      key=lambda pair: pair[1])
+            got = self._collection(agent).get(where={"cache": True}, include=["metadatas"])
+        pairs = {(str(m.get("root", "")), str(m["source"])) for m in got["metadatas"] or []}
+        return sorted(pairs, key=lambda pair: pair[1])
 
     def chunk_ids(self, agent: str) -> list[str]:
         with self._lock:
-            return list(self._collections[agent].get(include=[])["ids"])
+            return list(self._collection(agent).get(include=[])["ids"])
 
+    # --- writing ---------------------------------------------------------------------------------------------
     def remove_source(self, source: str) -> int:
         """Delete every chunk of one file, in whatever collection it is; returns how many."""
         removed = 0
@@ -115,17 +159,22 @@ class KnowledgeStore:
                 if ids:
                     collection.delete(ids=ids)
                     removed += len(ids)
-            self._idf.clear()
+            self._changed()
         return removed
 
     def add_chunks(self, chunks: Sequence[Chunk], vectors: np.ndarray, roots: Sequence[str] | None = None) -> None:
+        """Upsert chunks with their (already computed) vectors; `roots[i]` is the corpus folder of chunk i."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
         by_agent: dict[str, list[int]] = {}
         for position, chunk in enumerate(chunks):
             by_agent.setdefault(chunk.agent, []).append(position)
         with self._lock:
-            self._idf.clear()
             for agent, positions in by_agent.items():
-                self._collections[agent].upsert(
+                collection = self._collection(agent)
+                self._check_dim(agent, collection, int(vectors.shape[1]))
+                collection.upsert(
                     ids=[chunks[i].id for i in positions],
                     embeddings=vectors[positions],
                     documents=[chunks[i].text for i in positions],
@@ -143,24 +192,36 @@ class KnowledgeStore:
                         for i in positions
                     ],
                 )
+            self._changed()
+
+    def _check_dim(self, agent: str, collection: Any, dim: int) -> None:
+        recorded = (collection.metadata or {}).get("embedding_dim")
+        if recorded is None:
+            collection.modify(metadata=self._metadata(agent, dim))
+        elif int(recorded) != dim:
+            raise _mismatch(f"{self.embedder.name} ({recorded} dimensions)", f"a {dim}-dimension model")
 
     def clear(self) -> None:
+        """Drop every collection and start empty (recorded with the configured embedding model)."""
         with self._lock:
             for agent in list(self._collections):
                 self._client.delete_collection(COLLECTION_PREFIX + agent)
                 self._collections[agent] = self._open(agent)
+            self._changed()
+
+    def _changed(self) -> None:
+        self._idf.clear()
+        self.generation += 1
 
     # --- reading ---------------------------------------------------------------------------------------------
     def search(self, agent: str, vector: np.ndarray, k: int) -> list[Passage]:
-        """Top-k passages by cosine similarity to an already-embedded query."""
-        collection = self._collections[agent]
+        """Top-k passages by cosine similarity to an already-embedded query, best first.
+
+        `score` = 1 - cosine distance (cosine similarity)."""
         with self._lock:
-            total = collection.count()
-            if total == 0:
-                return []
-            result = collection.query(
+            result = self._collection(agent).query(
                 query_embeddings=[np.asarray(vector, dtype=np.float32)],
-                n_results=min(k, total),
+                n_results=k,
                 include=["documents", "metadatas", "distances"],
             )
         return [
@@ -182,19 +243,26 @@ class KnowledgeStore:
         with self._lock:
             table = self._idf.get(agent)
             if table is None:
-                got = self._collections[agent].get(include=["documents", "metadatas"])
+                got = self._collection(agent).get(include=["documents", "metadatas"])
                 texts = [f"{m.get('title', '')} {m.get('heading', '')} {d}"
                          for d, m in zip(got["documents"] or [], got["metadatas"] or [])]
                 table = self._idf[agent] = idf_table(texts)
             return table
 
     def retrieve(self, agent: str, query: str, k: int) -> list[Passage]:
-        """Top-k passages for a question, best first: vector search, then hybrid re-ranking.
+        """Top-k passages for a question, best first: vector search, then hybrid re-ranking (`knowledge.rerank`).
 
         `score` stays the cosine similarity, so thresholds elsewhere keep their meaning."""
-        candidates = self.search(agent, self.embedder.embed_query(query), max(k * 3, 10))
+        return self._retrieve(agent, query, self.embedder.embed_query(query), k)
+
+    def _retrieve(self, agent: str, query: str, vector: np.ndarray, k: int) -> list[Passage]:
+        candidates = self.search(agent, vector, max(k * 3, RERANK_POOL))
+        if not candidates:
+            return []
         return rerank(query, candidates, self.idf(agent), k)
 
     def search_all(self, query: str, k: int, agents: Iterable[str] | None = None) -> list[Passage]:
-        found = [p for agent in (agents or self._collections) for p in self.retrieve(agent, query, k)]
+        """The best k passages across agents (the query is embedded once), by cosine similarity."""
+        vector = self.embedder.embed_query(query)
+        found = [p for agent in (agents or self._collections) for p in self._retrieve(agent, query, vector, k)]
         return sorted(found, key=lambda p: p.score, reverse=True)[:k]

@@ -1,30 +1,44 @@
-"""The streaming renderer, the splitter and the pacing maths, with a fake clock and an in-memory surface."""
+"""The streaming renderer in virtual time: a scripted event source, an in-memory surface, no real sleeping.
+
+`VirtualTime` and `MemorySurface` are meant for reuse by the front-end tests:
+
+    async def test_x(vtime):                         # the fixture below
+        surface = MemorySurface(vtime, max_chars=2000, latency=0.2)
+        outcome = await StreamingReply(surface, EditPacer(1.0), clock=vtime.clock, sleep=vtime.sleep).run(events)
+        surface.calls   # [(time, "post"|"edit", message index, text), ...]
+"""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
 from bots.pacing import EditBudget, EditPacer
-from bots.splitting import open_fence, split_markdown
-from bots.streaming import MessageTooLong, RateLimited, ReplyView, StreamingReply, render_plain
-from core.events import Agent, Complete, Error, SourceRef, Sources, Start, Token
+from bots.splitting import open_fence
+from bots.streaming import (
+    AgentTag, MessageTooLong, RateLimited, ReplyView, StreamingReply, render_plain,
+)
+from core.events import Agent, Complete, Error, Event, SourceRef, Sources, Start, Token
+from core.retry import USER_MESSAGES
+
+MARKER = "▌"
 
 
-class FakeTime:
-    """Virtual time: `sleep` parks the caller until a driver task moves the clock to its wake-up time.
+class VirtualTime:
+    """Virtual time for asyncio: `sleep` parks the caller; when every task is idle, time jumps to the earliest
+    wake-up. Concurrent sleeps overlap as real ones do, and a 10-minute scenario runs in milliseconds.
+    Use one per event loop (two drivers would keep each other from ever seeing the loop idle)."""
 
-    The driver advances only when every other task has had a chance to run, so concurrent sleeps overlap the
-    way real ones do, and no test waits for real seconds."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = 0
         self._driver: asyncio.Task[None] | None = None
+        self._pushed = asyncio.Event()
 
     def clock(self) -> float:
         return self.now
@@ -35,237 +49,477 @@ class FakeTime:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._seq += 1
         heapq.heappush(self._sleepers, (self.now + max(seconds, 0.0), self._seq, future))
+        self._pushed.set()
         await future
+
+    async def _settle(self) -> None:
+        """Yield until no other callback is ready to run (the loop is idle but for timers and I/O)."""
+        loop = asyncio.get_running_loop()
+        quiet = 0
+        while quiet < 3:
+            await asyncio.sleep(0)
+            ready = getattr(loop, "_ready", None)
+            quiet = quiet + 1 if ready is None or not ready else 0
 
     async def _drive(self) -> None:
         while True:
-            for _ in range(50):
-                await asyncio.sleep(0)
+            await self._settle()
+            while self._sleepers and self._sleepers[0][2].done():  # cancelled sleeps
+                heapq.heappop(self._sleepers)
             if not self._sleepers:
+                self._pushed.clear()
+                await self._pushed.wait()
                 continue
             wake, _, future = heapq.heappop(self._sleepers)
             self.now = max(self.now, wake)
-            if not future.done():
-                future.set_result(None)
+            future.set_result(None)
+
+    def stop(self) -> None:
+        if self._driver is not None:
+            self._driver.cancel()
+
+
+@pytest.fixture
+async def vtime() -> AsyncIterator[VirtualTime]:
+    time = VirtualTime()
+    yield time
+    time.stop()
 
 
 class MemorySurface:
-    def __init__(self, max_chars: int = 4000, fail: list[Exception] | None = None, budget_log=None, clock=None):
+    """An in-memory chat: records every post and edit with its virtual time; failures can be scripted.
+
+    `latency` makes each call take that long (virtual), so edits are in flight while tokens keep coming.
+    `fail_next(*exceptions)` makes the next calls raise those; `refuse_over` simulates a platform whose real
+    limit is lower than `max_chars` claims (it raises MessageTooLong)."""
+
+    def __init__(self, time: VirtualTime, max_chars: int = 4000, latency: float = 0.0,
+                 refuse_over: int | None = None, sanitize: Callable[[str], str] | None = None,
+                 with_finalize: bool = False) -> None:
+        self.time = time
         self.max_chars = max_chars
+        self.latency = latency
+        self.refuse_over = refuse_over
         self.messages: list[str] = []
-        self.calls: list[tuple[str, int, str]] = []
-        self.fail = fail or []
-        self.budget_log = budget_log
-        self.clock = clock
+        self.calls: list[tuple[float, str, int, str]] = []
+        self.failures: list[Exception] = []
+        self.finalized: list[tuple[int, ReplyView, str]] = []
+        self._sanitize = sanitize or (lambda s: s)
+        if with_finalize:
+            self.finalize = self._finalize
 
     def render(self, view: ReplyView) -> str:
-        return render_plain(view)
+        return render_plain(view, sanitize=self._sanitize)
 
-    def _maybe_fail(self) -> None:
-        if self.fail:
-            raise self.fail.pop(0)
+    def fail_next(self, *exceptions: Exception) -> None:
+        self.failures.extend(exceptions)
 
-    async def post(self, text: str, view: ReplyView) -> int:
-        self._maybe_fail()
+    async def _call(self, text: str) -> None:
+        if self.latency:
+            await self.time.sleep(self.latency)
+        if self.failures:
+            raise self.failures.pop(0)
+        if len(text) > (self.refuse_over or self.max_chars):
+            raise MessageTooLong()
+        assert text.strip(), "platforms refuse empty messages"
+
+    async def post(self, text: str) -> int:
+        await self._call(text)
         self.messages.append(text)
-        self.calls.append(("post", len(self.messages) - 1, text))
-        self._log()
+        self.calls.append((self.time.now, "post", len(self.messages) - 1, text))
         return len(self.messages) - 1
 
-    async def edit(self, handle: int, text: str, view: ReplyView) -> None:
-        self._maybe_fail()
-        if len(text) > self.max_chars:
-            raise MessageTooLong()
+    async def edit(self, handle: int, text: str) -> None:
+        await self._call(text)
         self.messages[handle] = text
-        self.calls.append(("edit", handle, text))
-        self._log()
+        self.calls.append((self.time.now, "edit", handle, text))
 
-    def _log(self) -> None:
-        if self.budget_log is not None:
-            self.budget_log.append(self.clock())
+    async def _finalize(self, handle: int, view: ReplyView) -> None:
+        self.finalized.append((handle, view, self.messages[handle]))
+
+    def edits_of(self, handle: int) -> list[str]:
+        return [text for _, kind, index, text in self.calls if index == handle]
 
 
-def script(time: FakeTime, tokens: list[str], gap: float = 0.05, *, agent: str = "billing", end: str = "complete",
-           sources: bool = True):
-    async def events():
-        yield Start("k")
-        await time.sleep(0.01)
+def answer_events(time: VirtualTime, tokens: list[str], *, gap: float = 0.05, agent: str = "billing",
+                  end: str = "complete", sources: bool = True, route_after: float = 0.05,
+                  yielded_at: list[float] | None = None, complete_text: str | None = None
+                  ) -> AsyncIterator[Event]:
+    """A scripted core: Start, Agent after `route_after`, one token every `gap`, then the terminal event."""
+
+    async def events() -> AsyncIterator[Event]:
+        yield Start("slack:T1:C1:1.0")
+        await time.sleep(route_after)
         yield Agent(agent, agent.capitalize(), "test")
         for token in tokens:
             await time.sleep(gap)
+            if yielded_at is not None:
+                yielded_at.append(time.now)
             yield Token(token)
         if sources:
-            yield Sources((SourceRef("Plans and pricing", "billing/plans-and-pricing.md"),))
+            yield Sources((SourceRef("Plans and pricing", "billing/plans-and-pricing.md"),
+                           SourceRef("Refunds", "billing/refunds.md")))
         if end == "complete":
-            yield Complete(agent, 1.0, text="".join(tokens))
+            yield Complete(agent, 1.0, text="".join(tokens) if complete_text is None else complete_text)
         elif end == "error":
-            yield Error("llm_unavailable", "I couldn't reach the language model just now.", "".join(tokens))
+            yield Error("llm_unavailable", USER_MESSAGES["llm_unavailable"], "".join(tokens))
         elif end == "raise":
             raise RuntimeError("core exploded")
 
     return events()
 
 
-async def test_placeholder_agent_and_final_text_with_tag_and_sources() -> None:
-    time = FakeTime()
-    surface = MemorySurface()
-    tokens = [f"word{i} " for i in range(30)]
-    reply = StreamingReply(surface, min_interval_s=1.0, clock=time.clock, sleep=time.sleep)
-    outcome = await reply.run(script(time, tokens))
-    assert surface.calls[0][0] == "post" and "Thinking" in surface.calls[0][2]
-    assert any("Billing" in text for _, _, text in surface.calls[1:3])
-    final = surface.messages[0]
-    assert final.startswith("*Billing*") and "".join(tokens).strip() in final
-    assert "— Billing · Sources: Plans and pricing" in final and "▌" not in final
-    assert outcome.delivered and outcome.status == "done" and len(surface.messages) == 1
+def reply_for(surface: MemorySurface, time: VirtualTime, interval: float = 1.0, **kwargs: Any) -> StreamingReply:
+    return StreamingReply(surface, EditPacer(interval), clock=time.clock, sleep=time.sleep, **kwargs)
 
 
-async def test_edits_are_paced_and_pending_tokens_merge() -> None:
-    time = FakeTime()
-    surface = MemorySurface()
+# --- placeholder, agent, first token ----------------------------------------------------------------------
+
+
+async def test_placeholder_is_posted_first_then_the_agent_is_shown(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+    outcome = await reply_for(surface, vtime).run(answer_events(vtime, ["Hello ", "there."], route_after=0.3))
+    first_time, kind, _, text = surface.calls[0]
+    assert kind == "post" and text == "_Thinking…_" and first_time == 1000.0
+    routed = surface.calls[1]
+    assert routed[3] == "*Billing* _is looking into it…_"
+    assert routed[0] == pytest.approx(1000.3)  # shown as soon as routed, not a pacing interval later
+    assert outcome.placeholder_at == 1000.0 and outcome.agent == "billing"
+
+
+async def test_first_token_is_visible_without_waiting_for_the_pacing_interval(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+    yielded_at: list[float] = []
+    outcome = await reply_for(surface, vtime, interval=1.0).run(
+        answer_events(vtime, ["Hello ", "world"], gap=0.1, route_after=0.02, yielded_at=yielded_at))
+    # The agent edit went out at t+0.02, yet the first token (t+0.12) is not held until t+1.02.
+    assert outcome.first_token_at == pytest.approx(yielded_at[0])
+    assert outcome.first_token_received_at == pytest.approx(yielded_at[0])
+    assert "Hello" in surface.calls[2][3] and surface.calls[2][0] == pytest.approx(yielded_at[0])
+
+
+# --- pacing and merging -------------------------------------------------------------------------------------
+
+
+async def test_edits_are_paced_to_one_a_second_and_the_final_text_is_exact(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
     tokens = [f"t{i} " for i in range(200)]  # 200 tokens over 10 simulated seconds
-    outcome = await StreamingReply(surface, min_interval_s=1.0, clock=time.clock, sleep=time.sleep).run(
-        script(time, tokens, gap=0.05))
-    assert 8 <= outcome.edits <= 14
-    assert "".join(tokens) in surface.messages[0]
+    outcome = await reply_for(surface, vtime, interval=1.0).run(answer_events(vtime, tokens, gap=0.05))
+    # routed + first text + one a second for ~10 s + the final edit
+    assert 10 <= outcome.edits <= 13, outcome.edits
+    assert outcome.posts == 1 and outcome.delivered and outcome.status == "done"
+    text_edits = [t for t, kind, _, text in surface.calls if kind == "edit" and "t0" in text]
+    gaps = [b - a for a, b in zip(text_edits, text_edits[1:-1])]  # the final edit is not paced
+    assert all(gap >= 1.0 - 1e-9 for gap in gaps)
+    expected = "*Billing*\n" + "".join(tokens).strip() + "\n\n_Sources: Plans and pricing, Refunds_"
+    assert surface.messages == [expected] and outcome.texts == [expected]
 
 
-async def test_first_token_is_shown_without_waiting_for_the_interval() -> None:
-    time = FakeTime()
-    surface = MemorySurface()
-    arrivals: list[float] = []
+async def test_no_edit_ever_repeats_the_text_already_shown(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+    tokens = ["a", "", "b", " ", "c"]  # an empty token changes nothing
+    await reply_for(surface, vtime, interval=0.0).run(answer_events(vtime, tokens, gap=0.3, sources=False))
+    texts = [text for _, _, _, text in surface.calls]
+    assert all(a != b for a, b in zip(texts, texts[1:]))
 
-    async def events():
+
+async def test_a_slow_platform_never_holds_back_the_event_stream(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime, latency=0.8)  # every call takes 0.8 s
+    yielded_at: list[float] = []
+    tokens = [f"w{i} " for i in range(100)]
+    outcome = await reply_for(surface, vtime, interval=1.0).run(
+        answer_events(vtime, tokens, gap=0.01, route_after=0.0, yielded_at=yielded_at))
+    # The script asked for a token every 10 ms; the consumer took each one on time despite 0.8 s edits.
+    assert yielded_at[-1] - yielded_at[0] == pytest.approx(0.99)
+    assert outcome.edits <= 4 and "".join(tokens).strip() in surface.messages[0]
+
+
+# --- 429s -----------------------------------------------------------------------------------------------------
+
+
+async def test_pending_tokens_are_merged_into_one_edit_after_a_429(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+    tokens = [f"x{i} " for i in range(40)]
+    reply = reply_for(surface, vtime, interval=0.5)
+
+    async def limited_once() -> AsyncIterator[Event]:
+        async for event in answer_events(vtime, tokens, gap=0.1, sources=False):
+            if isinstance(event, Token) and event.text == "x10 ":
+                surface.fail_next(RateLimited(2.0))
+            yield event
+
+    outcome = await reply.run(limited_once())
+    assert outcome.rate_limited == 1
+    # After the refused edit nothing is sent for 2 s; then one edit carries all that arrived meanwhile.
+    refused_at = next(t for t, _, _, text in surface.calls if "x9" in text and "x10" not in text)
+    after = [(t, text) for t, kind, _, text in surface.calls if t > refused_at]
+    assert after[0][0] >= refused_at + 2.0 - 1e-9
+    assert after[0][1].count("x") - 1 >= 20  # ~2 s of tokens merged into that one edit
+    assert outcome.delivered and "x39" in surface.messages[0]
+
+
+async def test_text_refused_by_a_429_is_retried_without_waiting_for_more_tokens(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+
+    async def events() -> AsyncIterator[Event]:
         yield Start("k")
-        yield Agent("technical", "Technical")
-        await time.sleep(0.2)
-        arrivals.append(time.now)
-        yield Token("Hello ")
-        await time.sleep(5)
-        yield Complete("technical", 1.0, text="Hello ")
+        yield Agent("billing", "Billing")
+        await vtime.sleep(0.5)
+        surface.fail_next(RateLimited(2.0))
+        yield Token("Your invoice is ready.")
+        await vtime.sleep(30)  # the core goes quiet (a slow tool call)
+        yield Complete("billing", 1.0, text="Your invoice is ready.")
 
-    outcome = await StreamingReply(surface, min_interval_s=1.0, clock=time.clock, sleep=time.sleep).run(events())
-    assert outcome.first_token_at is not None and outcome.first_token_at - arrivals[0] < 0.01
+    started = vtime.now
+    await reply_for(surface, vtime).run(events())
+    shown = next(t for t, _, _, text in surface.calls if "invoice" in text)
+    assert shown - started == pytest.approx(0.5 + 2.0)
 
 
-async def test_final_text_lands_after_429_on_last_edit() -> None:
-    time = FakeTime()
-    surface = MemorySurface()
-    reply = StreamingReply(surface, min_interval_s=1.0, clock=time.clock, sleep=time.sleep)
+async def test_final_text_lands_after_429_on_the_last_edit(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
 
-    async def events():
+    async def events() -> AsyncIterator[Event]:
         yield Start("k")
         yield Agent("billing", "Billing")
         yield Token("Almost ")
-        await time.sleep(2)
-        surface.fail = [RateLimited(3.0), RateLimited(1.5)]  # the final edit is refused twice
+        await vtime.sleep(2)
+        surface.fail_next(RateLimited(3.0), RateLimited(1.5))  # the final edit is refused twice
         yield Complete("billing", 1.0, text="Almost done.")
 
-    outcome = await reply.run(events())
+    started = vtime.now
+    outcome = await reply_for(surface, vtime).run(events())
     assert outcome.delivered and outcome.rate_limited == 2
-    assert "Almost done." in surface.messages[0] and "▌" not in surface.messages[0]
+    assert surface.messages == ["*Billing*\nAlmost done."]
+    assert vtime.now - started >= 2 + 3.0 + 1.5 - 1e-9  # each Retry-After was honoured
 
 
-async def test_long_answer_splits_into_parts_with_balanced_fences() -> None:
-    time = FakeTime()
-    surface = MemorySurface(max_chars=600)
-    text = "Intro paragraph.\n\n```python\n" + "\n".join(f"line_{i} = {i}" for i in range(120)) + "\n```\n\nDone."
-    tokens = [text[i:i + 40] for i in range(0, len(text), 40)]
-    outcome = await StreamingReply(surface, min_interval_s=0.5, clock=time.clock, sleep=time.sleep).run(
-        script(time, tokens, gap=0.02))
-    assert len(surface.messages) >= 3 and outcome.delivered
-    assert all(len(m) <= 600 for m in surface.messages)
-    assert all(m.count("```") % 2 == 0 for m in surface.messages)
-    assert "Sources" in surface.messages[-1] and "continued" in surface.messages[0]
-    assert all(f"line_{i} = {i}" in "".join(surface.messages) for i in range(120))
+async def test_final_text_abandoned_after_the_cap_is_reported(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+
+    async def events() -> AsyncIterator[Event]:
+        yield Start("k")
+        yield Token("Never shown")
+        await vtime.sleep(0.5)
+        surface.fail_next(*[RateLimited(1.0)] * 50)
+        yield Complete("billing", 1.0)
+
+    outcome = await reply_for(surface, vtime, final_attempts=4).run(events())
+    assert not outcome.delivered and outcome.status == "done"
+    assert MARKER in surface.messages[0]  # the platform never accepted the final edit
 
 
-async def test_error_event_ends_the_message_readably() -> None:
-    time = FakeTime()
-    surface = MemorySurface()
-    outcome = await StreamingReply(surface, clock=time.clock, sleep=time.sleep).run(
-        script(time, ["Partial ", "answer "], end="error", sources=False))
-    final = surface.messages[0]
-    assert "Partial answer" in final and "couldn't reach the language model" in final
-    assert "▌" not in final and "Thinking" not in final and outcome.status == "error"
+# --- length limit ---------------------------------------------------------------------------------------------
 
 
-async def test_iterator_exception_becomes_a_readable_error() -> None:
-    time = FakeTime()
-    surface = MemorySurface()
-    outcome = await StreamingReply(surface, clock=time.clock, sleep=time.sleep).run(
-        script(time, ["Some "], end="raise", sources=False))
-    assert "Something went wrong" in surface.messages[0] and "Traceback" not in surface.messages[0]
-    assert outcome.delivered
+async def test_long_answer_continues_in_new_messages_each_within_the_limit(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime, max_chars=600)
+    text = ("Intro paragraph for the answer.\n\n```python\n" + "\n".join(f"line_{i} = {i}" for i in range(120))
+            + "\n```\n\nThat is the whole script. " + "Closing words here. " * 20)
+    tokens = [text[i:i + 25] for i in range(0, len(text), 25)]
+    outcome = await reply_for(surface, vtime, interval=0.5).run(answer_events(vtime, tokens, gap=0.02))
+    assert len(surface.messages) >= 4 and outcome.delivered and outcome.posts == len(surface.messages)
+    every_text_sent = [text for _, _, _, text in surface.calls]
+    assert all(len(sent) <= 600 for sent in every_text_sent)  # rendered, tag and footer included
+    for message in surface.messages:
+        assert open_fence(message) is None and MARKER not in message
+    assert surface.messages[0].startswith("*Billing*\n") and "_(continued below)_" in surface.messages[0]
+    assert not surface.messages[1].startswith("*Billing*")
+    assert "Sources: Plans and pricing" in surface.messages[-1]
+    assert all("Sources" not in m for m in surface.messages[:-1])
+    joined = "\n".join(surface.messages)
+    assert all(f"line_{i} = {i}\n" in joined for i in range(120))
+    # Once a message is finished it is not rewritten: each earlier message's final text was set once.
+    for index in range(len(surface.messages) - 1):
+        assert surface.edits_of(index).count(surface.messages[index]) == 1
 
 
-async def test_cancellation_lands_an_interrupted_note() -> None:
-    surface = MemorySurface()
-    started = asyncio.Event()
+async def test_split_is_measured_on_the_rendered_text(vtime: VirtualTime) -> None:
+    # A sanitizer that doubles every "@" makes the rendered text longer than the Markdown body.
+    surface = MemorySurface(vtime, max_chars=300, sanitize=lambda s: s.replace("@", "@@"))
+    tokens = ["@team " * 10 for _ in range(12)]
+    await reply_for(surface, vtime, interval=0.0).run(answer_events(vtime, tokens, gap=0.05))
+    assert len(surface.messages) > 2
+    assert all(len(text) <= 300 for _, _, _, text in surface.calls)
+    assert sum(m.count("@@team") for m in surface.messages) == 120
 
-    async def endless():
+
+async def test_message_too_long_is_cut_smaller_and_continues(vtime: VirtualTime) -> None:
+    # The surface claims 1000 characters but the platform refuses anything over 700.
+    surface = MemorySurface(vtime, max_chars=1000, refuse_over=700)
+    tokens = [f"sentence number {i} is here. " for i in range(80)]
+    outcome = await reply_for(surface, vtime, interval=0.2).run(answer_events(vtime, tokens, gap=0.02))
+    assert outcome.delivered and len(surface.messages) >= 3
+    assert all(len(m) <= 700 for m in surface.messages)
+    joined = " ".join(surface.messages)
+    assert all(f"sentence number {i} is here." in joined for i in range(80))
+
+
+# --- endings ------------------------------------------------------------------------------------------------------
+
+
+async def test_error_event_ends_the_message_with_the_partial_text_and_the_error(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+    outcome = await reply_for(surface, vtime).run(
+        answer_events(vtime, ["Partial ", "answer"], end="error", sources=False))
+    assert surface.messages == [f"*Billing*\nPartial answer\n\n⚠️ {USER_MESSAGES['llm_unavailable']}"]
+    assert outcome.status == "error" and outcome.error_code == "llm_unavailable" and outcome.delivered
+
+
+async def test_error_before_any_text_replaces_the_placeholder(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+
+    async def events() -> AsyncIterator[Event]:
+        yield Start("k")
+        await vtime.sleep(0.5)
+        yield Error("timeout", USER_MESSAGES["timeout"])
+
+    await reply_for(surface, vtime).run(events())
+    assert surface.messages == [f"⚠️ {USER_MESSAGES['timeout']}"]
+
+
+async def test_iterator_exception_becomes_a_readable_error(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+    outcome = await reply_for(surface, vtime).run(
+        answer_events(vtime, ["Some ", "words"], end="raise", sources=False))
+    assert surface.messages == [f"*Billing*\nSome words\n\n⚠️ {USER_MESSAGES['internal']}"]
+    assert outcome.status == "error" and outcome.error_code == "internal" and outcome.delivered
+
+
+async def test_stream_that_ends_without_a_terminal_event_is_an_error(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+    outcome = await reply_for(surface, vtime).run(answer_events(vtime, ["Half"], end="none", sources=False))
+    assert USER_MESSAGES["internal"] in surface.messages[0] and MARKER not in surface.messages[0]
+    assert outcome.status == "error"
+
+
+async def test_cancellation_lands_an_interrupted_note_then_reraises(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+    reached = asyncio.Event()
+
+    async def endless() -> AsyncIterator[Event]:
         yield Start("k")
         yield Agent("policy", "Policy")
-        yield Token("Half ")
-        started.set()
-        await asyncio.sleep(3600)
+        yield Token("Half an answer")
+        await vtime.sleep(1.5)
+        reached.set()
+        await vtime.sleep(3600)
+        yield Token("never")
 
-    task = asyncio.create_task(StreamingReply(surface, min_interval_s=0.0).run(endless()))
-    await started.wait()
-    await asyncio.sleep(0.05)
+    reply = reply_for(surface, vtime)
+    task = asyncio.create_task(reply.run(endless()))
+    await reached.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert "interrupted" in surface.messages[0] and "Half" in surface.messages[0]
+    assert surface.messages == [f"*Policy*\nHalf an answer\n\n⚠️ {USER_MESSAGES['interrupted']}"]
+    assert reply.outcome.status == "interrupted" and reply.outcome.delivered
 
 
-async def test_two_replies_sharing_a_budget_never_exceed_it() -> None:
-    time = FakeTime()
-    log: list[float] = []
-    budget = EditBudget(5, 5.0, clock=time.clock, sleep=time.sleep)
-    surfaces = [MemorySurface(budget_log=log, clock=time.clock) for _ in range(2)]
-    replies = [StreamingReply(s, min_interval_s=0.2, budget=budget, clock=time.clock, sleep=time.sleep)
+async def test_cancellation_during_a_slow_edit_waits_for_it_and_posts_nothing_twice(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime, latency=0.7)
+    reached = asyncio.Event()
+
+    async def endless() -> AsyncIterator[Event]:
+        yield Start("k")
+        yield Agent("policy", "Policy")
+        for i in range(30):
+            await vtime.sleep(0.05)
+            yield Token(f"p{i} ")
+        reached.set()
+        await vtime.sleep(3600)
+        yield Token("never")
+
+    reply = reply_for(surface, vtime)
+    task = asyncio.create_task(reply.run(endless()))
+    await reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(surface.messages) == 1 and reply.outcome.posts == 1
+    assert surface.messages[0].endswith(USER_MESSAGES["interrupted"]) and "p29" in surface.messages[0]
+
+
+async def test_a_failing_typing_indicator_is_ignored(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+    typed: list[float] = []
+
+    async def typing() -> None:
+        typed.append(vtime.now)
+        raise RuntimeError("typing endpoint down")
+
+    surface.typing = typing  # type: ignore[attr-defined]
+    outcome = await reply_for(surface, vtime).run(answer_events(vtime, ["Fine."], sources=False))
+    assert typed == [1000.0] and outcome.delivered and surface.messages == ["*Billing*\nFine."]
+
+
+async def test_complete_text_wins_when_tokens_were_lost(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+    await reply_for(surface, vtime).run(
+        answer_events(vtime, ["The answer ", "is"], complete_text="The answer is 42.", sources=False))
+    assert surface.messages == ["*Billing*\nThe answer is 42."]
+
+
+async def test_a_rewritten_answer_is_laid_out_afresh_across_the_messages(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime, max_chars=200)
+    streamed = [f"old{i} " for i in range(120)]
+    final = " ".join(f"new{i}" for i in range(120))
+    await reply_for(surface, vtime, interval=0.0).run(
+        answer_events(vtime, streamed, gap=0.01, complete_text=final, sources=False))
+    assert len(surface.messages) >= 3
+    assert not any("old" in message for message in surface.messages)
+    assert all(f"new{i}" in " ".join(surface.messages) for i in range(120))
+
+
+async def test_finalize_runs_once_on_the_last_message_after_the_final_text(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime, max_chars=300, with_finalize=True)
+    tokens = [f"word{i} " for i in range(120)]
+    outcome = await reply_for(surface, vtime, interval=0.0).run(answer_events(vtime, tokens, gap=0.01))
+    assert len(surface.finalized) == 1
+    handle, view, text_then = surface.finalized[0]
+    assert handle == outcome.handles[-1] and view.is_last_part and view.is_continuation
+    assert view.status == "done" and text_then == surface.messages[-1] and "Sources" in text_then
+
+
+async def test_two_replies_sharing_a_budget_never_exceed_it(vtime: VirtualTime) -> None:
+    budget = EditBudget(5, 5.0, clock=vtime.clock, sleep=vtime.sleep)
+    surfaces = [MemorySurface(vtime, max_chars=2000, latency=0.05) for _ in range(2)]
+    replies = [StreamingReply(s, EditPacer(0.2), budget=budget, clock=vtime.clock, sleep=vtime.sleep)
                for s in surfaces]
-    await asyncio.gather(*(r.run(script(time, [f"w{i} " for i in range(60)], gap=0.1)) for r in replies))
-    for start in log:
-        assert sum(1 for t in log if start <= t < start + 5.0) <= 5
-    assert all("w59" in s.messages[0] for s in surfaces)
+    await asyncio.gather(*(r.run(answer_events(vtime, [f"w{i} " for i in range(80)], gap=0.1)) for r in replies))
+    stamps = sorted(t for s in surfaces for t, *_ in s.calls)
+    for start in stamps:
+        assert sum(1 for t in stamps if start <= t < start + 5.0) <= 5
+    assert all("w79" in s.messages[0] and MARKER not in s.messages[0] for s in surfaces)
+    assert all(r.outcome.delivered for r in replies)
 
 
-def test_pacer_and_budget_maths() -> None:
-    time = FakeTime()
-    pacer = EditPacer(1.0, time.clock)
-    assert pacer.wait_time() == 0
-    pacer.record()
-    time.now += 0.4
-    assert pacer.wait_time() == pytest.approx(0.6)
-    budget = EditBudget(2, 5.0, clock=time.clock)
-    budget._times.extend([time.now, time.now])
-    assert budget.wait_time() == pytest.approx(5.0)
-    budget.note_rate_limited(9.0)
-    assert budget.wait_time() == pytest.approx(9.0)
+# --- the default renderer -------------------------------------------------------------------------------------
 
 
-def test_split_keeps_fences_balanced_on_random_markdown() -> None:
-    rng = random.Random(3)
-    for _ in range(200):
-        blocks = []
-        for _ in range(rng.randint(1, 12)):
-            if rng.random() < 0.3:
-                lang = rng.choice(["", "python", "bash"])
-                blocks.append(f"```{lang}\n" + "\n".join("x" * rng.randint(1, 80) for _ in range(rng.randint(1, 30)))
-                              + "\n```")
-            else:
-                blocks.append(" ".join("word" * rng.randint(1, 3) for _ in range(rng.randint(1, 120))))
-        text = "\n\n".join(blocks)
-        limit = rng.randint(60, 900)
-        parts = split_markdown(text, limit)
-        assert all(len(p) <= limit for p in parts)
-        assert all(open_fence(p) is None for p in parts)
-        rejoined = "".join(parts).replace("```", "").replace(" ", "").replace("\n", "")
-        for lang in ("python", "bash"):
-            rejoined = rejoined.replace(lang, "")
-        original = text.replace("```", "").replace(" ", "").replace("\n", "")
-        for lang in ("python", "bash"):
-            original = original.replace(lang, "")
-        assert rejoined == original
+def test_render_plain_shows_marker_while_streaming_and_footer_when_done() -> None:
+    agent = AgentTag("technical", "Technical")
+    streaming = ReplyView(body="Retry with backoff", agent=agent, status="streaming")
+    assert render_plain(streaming) == "*Technical*\nRetry with backoff ▌"
+    done = ReplyView(body="Retry with backoff.", agent=agent, status="done",
+                     sources=(SourceRef("Timeouts", "technical/timeouts.md"),))
+    assert render_plain(done) == "*Technical*\nRetry with backoff.\n\n_Sources: Timeouts_"
+
+
+def test_render_plain_closes_an_open_fence_while_streaming_and_puts_the_marker_below() -> None:
+    view = ReplyView(body="Try:\n```bash\ncurl -v", status="streaming")
+    assert render_plain(view) == "Try:\n```bash\ncurl -v\n```\n▌"
+
+
+def test_render_plain_sanitizes_body_and_titles_and_marks_continuations() -> None:
+    view = ReplyView(body="ping @everyone", status="done", sources=(SourceRef("@here doc", "x.md"),),
+                     agent=AgentTag("policy", "Policy"), is_continuation=True)
+    text = render_plain(view, sanitize=lambda s: s.replace("@", "@\u200b"), bold=lambda s: f"**{s}**")
+    assert text == "ping @\u200beveryone\n\n_Sources: @\u200bhere doc_"
+    middle = ReplyView(body="part two", status="streaming", is_continuation=True, is_last_part=False)
+    assert render_plain(middle) == "part two\n_(continued below)_"
+
+
+def test_render_plain_never_leaves_an_empty_answer_looking_busy() -> None:
+    view = ReplyView(body="", agent=AgentTag("billing", "Billing"), status="done")
+    assert render_plain(view) == "*Billing*\n_(no answer)_"

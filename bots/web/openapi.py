@@ -1,0 +1,63 @@
+"""The OpenAPI description of the HTTP API, served at /openapi.json and rendered offline at /docs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {"type": "object", "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
+
+
+def openapi_spec(version: str) -> dict[str, Any]:
+    json_error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Switchboard API", "version": version,
+                 "description": "Ask the support bot; answers stream as Server-Sent Events."},
+        "paths": {
+            "/": {"get": {"summary": "Service name, version and links (HTML chat page for browsers)",
+                          "responses": {"200": {"description": "OK"}}}},
+            "/health": {"get": {"summary": "Store, checkpoints and LLM mode",
+                                "responses": {"200": {"description": "healthy"},
+                                              "503": {"description": "a dependency is down"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+            "/chat": {"post": {
+                "summary": "Ask a question; the answer streams as SSE",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/ChatRequest"}}}},
+                "responses": {
+                    "200": {"description": "events start, agent, token, sources, complete or error",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "400": {"description": "malformed JSON", "content": json_error},
+                    "413": {"description": "message too long", "content": json_error},
+                    "422": {"description": "empty message", "content": json_error},
+                }}},
+            "/sessions/{session_id}": {
+                "parameters": [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {"summary": "Turns, agents and timestamps of a session",
+                        "responses": {"200": {"description": "OK"}, "404": {"description": "unknown",
+                                                                             "content": json_error}}},
+                "delete": {"summary": "Forget a session",
+                           "responses": {"204": {"description": "deleted"}, "404": {"description": "unknown"}}},
+            },
+        },
+        "components": {"schemas": {
+            "ChatRequest": {"type": "object", "required": ["message"], "properties": {
+                "message": {"type": "string", "description": "The question"},
+                "session_id": {"type": "string", "description": "Continue a conversation (omit to start one)"}}},
+            "Error": ERROR,
+        }},
+    }
+
+
+DOCS_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Switchboard API</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:860px;margin:2rem auto;padding:0 1rem;color:#1f2a44}
+h2{margin-top:2rem}code,pre{background:#f3f5f9;border-radius:4px;padding:.1rem .3rem}pre{padding:.8rem;overflow:auto}
+.m{display:inline-block;min-width:4.5rem;font-weight:700}.get{color:#0b7a3b}.post{color:#1652c4}.delete{color:#b3261e}</style>
+</head><body><h1>Switchboard API</h1><p>Machine-readable description: <a href="/openapi.json">/openapi.json</a></p>
+<div id="ops">Loading…</div><script>
+fetch('/openapi.json').then(r=>r.json()).then(spec=>{const out=[];
+for(const [path,item] of Object.entries(spec.paths)){for(const [method,op] of Object.entries(item)){
+if(method==='parameters')continue;const codes=Object.entries(op.responses||{}).map(([c,r])=>`<li><code>${c}</code> ${r.description}</li>`).join('');
+out.push(`<h2><span class="m ${method}">${method.toUpperCase()}</span> <code>${path}</code></h2><p>${op.summary||''}</p><ul>${codes}</ul>`);}}
+document.getElementById('ops').innerHTML=out.join('')+'<h2>Example</h2><pre>curl -N -X POST localhost:8000/chat -H "Content-Type: application/json" -d \\'{"message":"Do you comply with GDPR?"}\\'</pre>';});
+</script></body></html>"""

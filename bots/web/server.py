@@ -1,0 +1,246 @@
+"""The HTTP API (aiohttp): SSE chat, sessions, health, metrics, docs, and the browser chat page.
+
+Bad input gets a JSON error with the right status and a sentence a person can act on; the stream itself always
+ends with a `complete` or `error` event. The Slack HTTP Events endpoint mounts on the same app when Slack runs
+in HTTP mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bots import metrics
+from bots.web.openapi import DOCS_PAGE, openapi_spec
+from bots.web.sse import sse_frame
+from core.events import Agent, Complete, Error, Token
+from core.orchestrator import Orchestrator, clean_message
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+ORCHESTRATOR = web.AppKey("orchestrator", Orchestrator)
+INFLIGHT = web.AppKey("inflight", set)
+STATE = web.AppKey("state", dict)  # mutable flags such as "shutting_down"
+
+
+def app_version() -> str:
+    try:
+        return version("switchboard")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        return "0.0.0"
+
+
+def json_error(status: int, message: str, detail: str = "") -> web.Response:
+    return web.json_response({"error": message, "detail": detail}, status=status)
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Any) -> web.StreamResponse:
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        metrics.REQUESTS.labels(request.method, route, str(status)).inc()
+
+
+def cors_middleware(origins: list[str]) -> Any:
+    allowed = set(origins)
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Any) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS" and origin:
+            response: web.StreamResponse = web.Response(status=204)
+        else:
+            response = await handler(request)
+        if origin and (origin in allowed or "*" in allowed) and not response.prepared:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        return response
+
+    return cors
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    """Browsers get the chat page; API clients get name, version and links."""
+    accept = request.headers.get("Accept", "")
+    if "text/html" in accept:
+        return web.FileResponse(STATIC / "index.html")
+    return web.json_response({
+        "name": "Switchboard", "version": app_version(),
+        "links": {"chat": "/chat", "docs": "/docs", "openapi": "/openapi.json", "health": "/health",
+                  "metrics": "/metrics", "sessions": "/sessions/{session_id}"},
+    })
+
+
+async def chat_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    orchestrator = request.app[ORCHESTRATOR]
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return json_error(400, "The request body is not valid JSON.", 'Send {"message": "your question"}.')
+    if not isinstance(body, dict):
+        return json_error(400, "The request body must be a JSON object.", 'Send {"message": "your question"}.')
+    message = body.get("message")
+    if not isinstance(message, str) or not clean_message(message):
+        return json_error(422, "The message is empty.", "Ask a question in the 'message' field.")
+    limit = orchestrator.settings.max_message_chars
+    if len(message) > limit:
+        return json_error(413, f"The message is too long ({len(message):,} characters; the limit is {limit:,}).",
+                          "Shorten the message and send it again.")
+    session_id = body.get("session_id") or str(uuid.uuid4())
+    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
+        return json_error(422, "session_id must be 1-128 letters, digits, '.', '_', ':' or '-'.")
+
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no", "Connection": "keep-alive",
+    })
+    await response.prepare(request)
+    task = asyncio.current_task()
+    request.app[INFLIGHT].add(task)
+    started = time.perf_counter()
+    first_token = False
+    events = orchestrator.respond(f"web:{session_id}", message, user=request.remote)
+    try:
+        async for event in events:
+            if isinstance(event, Token) and not first_token:
+                first_token = True
+                metrics.FIRST_TOKEN.labels("web").observe(time.perf_counter() - started)
+            elif isinstance(event, Complete):
+                metrics.REPLIES.labels("web", event.agent).inc()
+            elif isinstance(event, Error):
+                metrics.ERRORS.labels("web", event.code).inc()
+            await response.write(sse_frame(event, session_id))
+    except (ConnectionResetError, asyncio.CancelledError) as exc:
+        if isinstance(exc, asyncio.CancelledError) and request.app[STATE].get("shutting_down"):
+            # Shutdown mid-stream: tell the client why the answer stops here.
+            interrupted = Error("interrupted", "The server is restarting; the answer was interrupted. Please ask again.")
+            try:
+                await asyncio.shield(response.write(sse_frame(interrupted, session_id)))
+                await asyncio.shield(response.write_eof())
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        log.info("[web:%s] client went away mid-stream", session_id)
+    finally:
+        await events.aclose()
+        request.app[INFLIGHT].discard(task)
+    try:
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
+    return response
+
+
+async def get_session(request: web.Request) -> web.Response:
+    session_id = request.match_info["session_id"]
+    info = await request.app[ORCHESTRATOR].session_info(f"web:{session_id}")
+    if info is None:
+        return json_error(404, f"No session {session_id!r}.", "Start one with POST /chat.")
+    data = info.to_dict()
+    data["session_id"] = session_id
+    return web.json_response(data)
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    session_id = request.match_info["session_id"]
+    orchestrator = request.app[ORCHESTRATOR]
+    if await orchestrator.session_info(f"web:{session_id}") is None:
+        return json_error(404, f"No session {session_id!r}.")
+    await orchestrator.reset(f"web:{session_id}")
+    return web.Response(status=204)
+
+
+async def health(request: web.Request) -> web.Response:
+    orchestrator = request.app[ORCHESTRATOR]
+    checks: dict[str, Any] = {"llm": {"ok": True, "mode": orchestrator.mode}}
+    try:
+        counts = await asyncio.to_thread(orchestrator.brain.knowledge.counts)  # type: ignore[attr-defined]
+        total = sum(counts.values())
+        checks["store"] = {"ok": total > 0, "chunks": counts}
+        if total == 0:
+            checks["store"]["error"] = "the knowledge base is empty; run `switchboard ingest`"
+    except Exception as exc:  # noqa: BLE001
+        checks["store"] = {"ok": False, "error": f"the knowledge store cannot be read: {type(exc).__name__}"}
+    try:
+        await orchestrator.checkpointer.aget_tuple({"configurable": {"thread_id": "health:probe"}})
+        checks["checkpoints"] = {"ok": True}
+    except Exception as exc:  # noqa: BLE001
+        checks["checkpoints"] = {"ok": False, "error": f"checkpoints cannot be read: {type(exc).__name__}"}
+    failing = [name for name, check in checks.items() if not check["ok"]]
+    body = {"status": "ok" if not failing else "unavailable", "failing": failing, "checks": checks,
+            "version": app_version()}
+    return web.json_response(body, status=503 if failing else 200)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type": "text/plain; version=0.0.4"})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi_spec(app_version()))
+
+
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=DOCS_PAGE, content_type="text/html")
+
+
+async def _cancel_inflight(app: web.Application) -> None:
+    """On shutdown, streams in flight get their 'interrupted' frame before the connection closes."""
+    app[STATE]["shutting_down"] = True
+    tasks = [t for t in app[INFLIGHT] if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=5)
+
+
+def create_app(orchestrator: Orchestrator, *, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
+    settings = orchestrator.settings
+    app = web.Application(
+        middlewares=[count_requests, cors_middleware(settings.web_cors_origins)],
+        client_max_size=max(1024**2, settings.max_message_chars * 8),
+    )
+    app[ORCHESTRATOR] = orchestrator
+    app[INFLIGHT] = set()
+    app[STATE] = {}
+    app.router.add_get("/", index)
+    app.router.add_get("/chat", chat_page)
+    app.router.add_post("/chat", chat)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs)
+    app.router.add_get("/sessions/{session_id}", get_session)
+    app.router.add_delete("/sessions/{session_id}", delete_session)
+    app.router.add_static("/static", STATIC)
+    if extra_routes:
+        app.add_routes(extra_routes)
+    app.on_shutdown.append(_cancel_inflight)
+    return app

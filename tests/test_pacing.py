@@ -1,0 +1,102 @@
+"""Pacing maths with a fake clock: the per-reply interval and the shared sliding-window budget. No real sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bots.pacing import EditBudget, EditPacer
+
+
+class ManualClock:
+    """A clock that moves only when `sleep` is awaited: sleeping advances time by exactly what was asked."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def test_pacer_lets_the_first_edit_go_at_once_then_spaces_edits() -> None:
+    pacer = EditPacer(1.0)
+    assert pacer.delay(5.0) == 0
+    pacer.record(5.0)
+    assert pacer.delay(5.4) == pytest.approx(0.6)
+    assert pacer.delay(6.0) == 0
+    assert pacer.delay(9.0) == 0
+
+
+def test_pacer_refuses_a_negative_interval() -> None:
+    with pytest.raises(ValueError):
+        EditPacer(-1)
+
+
+async def test_budget_allows_max_ops_then_waits_for_the_oldest_to_leave_the_window() -> None:
+    clock = ManualClock()
+    budget = EditBudget(5, 5.0, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        await budget.acquire()
+    assert clock.slept == [] and budget.ops_in_window() == 5
+    await budget.acquire()
+    assert clock.slept == [pytest.approx(5.0)]
+
+
+async def test_budget_window_slides_rather_than_resetting() -> None:
+    clock = ManualClock()
+    budget = EditBudget(2, 5.0, clock=clock, sleep=clock.sleep)
+    await budget.acquire()  # t=100
+    clock.now += 3
+    await budget.acquire()  # t=103
+    assert budget.wait_time() == pytest.approx(2.0)  # the op at 100 leaves the window at 105
+    clock.now += 2
+    assert budget.wait_time() == 0
+
+
+async def test_budget_counts_an_operation_from_when_the_platform_answered() -> None:
+    clock = ManualClock()
+    budget = EditBudget(1, 5.0, clock=clock, sleep=clock.sleep)
+    async with budget.slot():
+        assert budget.wait_time() == pytest.approx(5.0)  # in flight: counts as happening now
+        clock.now += 2.0  # a slow request
+    assert budget.wait_time() == pytest.approx(5.0)  # counted from t=102, not t=100
+
+
+async def test_rate_limit_blocks_every_user_of_the_budget() -> None:
+    clock = ManualClock()
+    budget = EditBudget(5, 5.0, clock=clock, sleep=clock.sleep)
+    budget.note_rate_limited(3.0)
+    budget.note_rate_limited(1.0)  # a shorter 429 never shortens the block
+    assert budget.wait_time() == pytest.approx(3.0)
+    await budget.acquire()
+    assert clock.slept == [pytest.approx(3.0)] and clock.now == pytest.approx(103.0)
+
+
+async def test_many_concurrent_users_never_exceed_the_window() -> None:
+    clock = ManualClock()
+    budget = EditBudget(5, 5.0, clock=clock, sleep=clock.sleep)
+    stamps: list[float] = []
+
+    async def user() -> None:
+        for _ in range(6):
+            async with budget.slot():
+                stamps.append(clock.now)
+
+    await asyncio.gather(*(user() for _ in range(4)))
+    assert len(stamps) == 24
+    for start in stamps:
+        assert sum(1 for t in stamps if start <= t < start + 5.0) <= 5
+
+
+def test_budget_refuses_nonsense_limits() -> None:
+    with pytest.raises(ValueError):
+        EditBudget(0, 5.0)
+    with pytest.raises(ValueError):
+        EditBudget(5, 0)

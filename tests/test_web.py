@@ -1,0 +1,186 @@
+"""The HTTP API end to end over real sockets: SSE order, sessions, bad input, health, CORS, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestClient, TestServer
+
+from bots.web.server import create_app
+from core.orchestrator import build_orchestrator
+from tests.conftest import make_settings
+from tests.fakes.openai_server import FakeOpenAI
+
+FOUR = [
+    ("What does the Enterprise plan cost?", "billing"),
+    ("Can I upgrade from the Basic plan?", "billing"),
+    ("My API integration keeps timing out. How do I fix this?", "technical"),
+    ("Do you comply with GDPR?", "policy"),
+]
+
+
+def parse_sse(raw: str) -> list[tuple[str, dict]]:
+    events = []
+    for frame in raw.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+@pytest.fixture
+async def client(corpus_settings):
+    orchestrator = await build_orchestrator(corpus_settings)
+    async with TestClient(TestServer(create_app(orchestrator))) as test_client:
+        yield test_client
+    await orchestrator.aclose()
+
+
+async def ask(client, message: str, **extra) -> tuple[int, list[tuple[str, dict]], dict]:
+    response = await client.post("/chat", json={"message": message, **extra})
+    text = await response.text()
+    if response.status != 200:
+        return response.status, [], json.loads(text)
+    return 200, parse_sse(text), dict(response.headers)
+
+
+def assert_order(events: list[tuple[str, dict]], agent: str) -> None:
+    types = [t for t, _ in events]
+    assert types[0] == "start" and types[1] == "agent" and types[-1] == "complete"
+    assert set(types[2:-1]) <= {"token", "sources"} and types.count("token") > 3
+    assert types.index("sources") > max(i for i, t in enumerate(types) if t == "token")
+    assert events[1][1]["name"] == agent
+    tokens = "".join(d["text"] for t, d in events if t == "token")
+    assert events[-1][1]["text"] == tokens
+
+
+@pytest.mark.parametrize("question,agent", FOUR)
+async def test_sse_order_and_contents_offline(client, question, agent) -> None:
+    status, events, headers = await ask(client, question)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/event-stream")
+    assert headers["Cache-Control"] == "no-cache" and headers["X-Accel-Buffering"] == "no"
+    assert_order(events, agent)
+    assert events[0][1]["session_id"]
+
+
+@pytest.mark.parametrize("question,agent", FOUR)
+async def test_sse_against_the_fake_llm(corpus_settings, question, agent) -> None:
+    async with FakeOpenAI() as fake:
+        settings = make_settings(corpus_settings.data_dir, llm_provider="openai", openai_base_url=fake.base_url,
+                                 openai_api_key="sk-test")
+        orchestrator = await build_orchestrator(settings)
+        try:
+            async with TestClient(TestServer(create_app(orchestrator))) as test_client:
+                status, events, _ = await ask(test_client, question)
+        finally:
+            await orchestrator.aclose()
+    assert status == 200
+    assert_order(events, agent)
+    assert "Here is what I found" in events[-1][1]["text"]
+
+
+async def test_sessions_endpoints(client) -> None:
+    _, events, _ = await ask(client, "Do you comply with GDPR?", session_id="abc-1")
+    assert events[0][1]["session_id"] == "abc-1"
+    await ask(client, "And how long do you keep backups?", session_id="abc-1")
+    info = await (await client.get("/sessions/abc-1")).json()
+    assert info["turns"] == 2 and info["agents"] == ["policy"] and info["created_at"] <= info["updated_at"]
+    assert (await client.delete("/sessions/abc-1")).status == 204
+    missing = await client.get("/sessions/abc-1")
+    assert missing.status == 404 and "No session" in (await missing.json())["error"]
+    assert (await client.delete("/sessions/nope")).status == 404
+
+
+async def test_bad_input_gets_json_errors_with_the_right_status(client) -> None:
+    assert (await ask(client, ""))[0] == 422
+    status, _, body = await ask(client, "   \n\t ")
+    assert status == 422 and "empty" in body["error"]
+    status, _, body = await ask(client, "x" * 5000)
+    assert status == 413 and "5,000" in body["error"]
+    bad = await client.post("/chat", data="{not json", headers={"Content-Type": "application/json"})
+    assert bad.status == 400 and "not valid JSON" in (await bad.json())["error"]
+    wrong = await client.post("/chat", json=["a list"])
+    assert wrong.status == 400
+    odd = await client.post("/chat", json={"message": "hi", "session_id": "../etc/passwd"})
+    assert odd.status == 422
+
+
+async def test_odd_unicode_is_answered(client) -> None:
+    status, events, _ = await ask(client, "ＧＤＰＲ？ Do you comply with GDPR? 🇪🇺\u200b")
+    assert status == 200 and events[-1][0] == "complete"
+
+
+async def test_root_negotiates_html_or_json_and_docs_work_offline(client) -> None:
+    page = await client.get("/", headers={"Accept": "text/html"})
+    assert page.status == 200 and "<textarea" in await page.text()
+    info = await (await client.get("/", headers={"Accept": "application/json"})).json()
+    assert info["name"] == "Switchboard" and info["links"]["docs"] == "/docs"
+    docs = await (await client.get("/docs")).text()
+    assert "/openapi.json" in docs and "cdn" not in docs.lower() and "https://" not in docs
+    spec = await (await client.get("/openapi.json")).json()
+    assert "/chat" in spec["paths"] and "413" in spec["paths"]["/chat"]["post"]["responses"]
+
+
+async def test_health_and_metrics(client) -> None:
+    await ask(client, "Do you comply with GDPR?")
+    health = await client.get("/health")
+    body = await health.json()
+    assert health.status == 200 and body["status"] == "ok" and body["checks"]["llm"]["mode"] == "offline"
+    text = await (await client.get("/metrics")).text()
+    assert 'switchboard_replies_total{agent="policy",frontend="web"}' in text
+    assert "switchboard_first_token_seconds" in text
+
+
+async def test_health_is_503_naming_the_store_when_it_breaks(client) -> None:
+    from bots.web.server import ORCHESTRATOR
+
+    orchestrator = client.server.app[ORCHESTRATOR]
+    knowledge = orchestrator.brain.knowledge
+
+    def broken() -> dict:
+        raise OSError("disk gone")
+
+    original = knowledge.counts
+    knowledge.counts = broken
+    try:
+        response = await client.get("/health")
+        body = await response.json()
+    finally:
+        knowledge.counts = original
+    assert response.status == 503 and body["failing"] == ["store"]
+    assert "cannot be read" in body["checks"]["store"]["error"]
+
+
+async def test_cors_allows_configured_origins_only(client) -> None:
+    allowed = await client.get("/health", headers={"Origin": "http://localhost"})
+    assert allowed.headers.get("Access-Control-Allow-Origin") == "http://localhost"
+    denied = await client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in denied.headers
+
+
+async def test_shutdown_mid_stream_sends_an_interrupted_event(corpus_settings) -> None:
+    async with FakeOpenAI(tokens_per_s=5) as fake:
+        settings = make_settings(corpus_settings.data_dir, llm_provider="openai", openai_base_url=fake.base_url,
+                                 openai_api_key="sk-test")
+        orchestrator = await build_orchestrator(settings)
+        server = TestServer(create_app(orchestrator))
+        await server.start_server()
+        frames: list[str] = []
+        closing = None
+        async with ClientSession() as session:
+            async with session.post(server.make_url("/chat"), json={"message": "How do API timeouts work?"}) as resp:
+                try:
+                    async for line in resp.content:
+                        frames.append(line.decode())
+                        if line.startswith(b"event: token") and closing is None:
+                            closing = asyncio.create_task(server.close())
+                except Exception:  # noqa: BLE001 - the server may cut the connection after the last frame
+                    pass
+        assert closing is not None, "".join(frames)
+        await closing
+        await orchestrator.aclose()
+    raw = "".join(frames)
+    assert "event: token" in raw and "interrupted" in raw
