@@ -30,6 +30,11 @@ RATE_LIMITED = Counter(
     registry=REGISTRY,
 )
 
+FEEDBACK = Counter(
+    "switchboard_feedback_total", "👍/👎 clicks on answers, by front-end and vote", ["frontend", "vote"],
+    registry=REGISTRY,
+)
+
 
 def render() -> bytes:
     """The registry in Prometheus text format."""

@@ -1,0 +1,36 @@
+"""Remembering what was already handled, so a redelivered event never produces a second answer.
+
+Slack redelivers an event it thinks was not acknowledged in time (same `event_id`, `x-slack-retry-num` set), and
+a mention in a thread arrives twice (`app_mention` and `message`). Bounded and in memory: redeliveries come
+within minutes, and a restart forgets nothing that matters because Slack stops retrying after three tries.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+
+
+class RecentKeys:
+    """A bounded set of recently seen keys (oldest forgotten first)."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._keys: OrderedDict[Hashable, None] = OrderedDict()
+
+    def first_time(self, *keys: Hashable | None) -> bool:
+        """True when none of `keys` was seen before; all of them are remembered from now on."""
+        present = [k for k in keys if k is not None]
+        if any(k in self._keys for k in present):
+            return False
+        for key in present:
+            self._keys[key] = None
+        while len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+        return True
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)

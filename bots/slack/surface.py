@@ -1,0 +1,137 @@
+"""One streamed answer in one Slack thread: the `Surface` the shared renderer (`bots.streaming`) drives.
+
+Slack's limits live here, because only the surface knows them:
+- `chat.update` is Tier 3 (about 50 a minute per workspace); `SlackLimits.updates` is a budget every reply in
+  the workspace shares, so twenty concurrent answers slow down instead of drawing 429s.
+- `chat.postMessage` allows about one message a second per channel with short bursts; `SlackLimits.posts`
+  keeps one budget per channel.
+- A 429 that still happens becomes `RateLimited(Retry-After)`, so the renderer waits and sends the merged
+  text; `msg_too_long` becomes `MessageTooLong`, so it cuts smaller.
+
+The web client given here must not retry 429s itself (the renderer does it better: a retried edit would send
+stale text); the app's main client, which bolt uses for everything else, keeps slack_sdk's retry handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.metrics import RATE_LIMITED
+from bots.pacing import EditBudget
+from bots.slack.mrkdwn import defuse_broadcasts, escape, to_mrkdwn
+from bots.splitting import split_markdown
+from bots.streaming import MessageTooLong, RateLimited, ReplyView, render_plain
+
+SECTION_CHARS = 3000  # Slack refuses a section block's text beyond this
+FEEDBACK_UP = "feedback_up"
+FEEDBACK_DOWN = "feedback_down"
+
+
+class SlackLimits:
+    """The edit and post budgets shared by every reply of one app (one workspace)."""
+
+    def __init__(self, updates_per_window: int = 10, window_s: float = 12.0, posts_per_channel: int = 3,
+                 post_window_s: float = 3.0) -> None:
+        # 10 per 12 s is Tier 3's 50 a minute, never more than Slack's bucket lets through at once.
+        self.updates = EditBudget(updates_per_window, window_s)
+        self._post_args = (posts_per_channel, post_window_s)
+        self._posts: dict[str, EditBudget] = {}
+
+    def posts(self, channel: str) -> EditBudget:
+        if channel not in self._posts:
+            self._posts[channel] = EditBudget(*self._post_args)
+        return self._posts[channel]
+
+
+def render_slack(view: ReplyView) -> str:
+    """A message's mrkdwn text: model Markdown converted and defused, agent tag in bold, marker while streaming."""
+    return render_plain(view, sanitize=to_mrkdwn, bold=lambda s: f"*{s}*", italic=lambda s: f"_{s}_")
+
+
+def feedback_blocks(view: ReplyView, session_key: str) -> list[dict[str, Any]]:
+    """The final message as blocks: the answer, a context line (agent, sources), and 👍/👎 buttons."""
+    body = render_slack(ReplyView(body=view.body, agent=view.agent, status=view.status, sources=(),
+                                  error_message=view.error_message, is_continuation=view.is_continuation))
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": part}}
+                                    for part in split_markdown(body, SECTION_CHARS) if part.strip()]
+    context = []
+    if view.agent is not None:
+        context.append(f"Answered by the *{escape(view.agent.label)}* agent")
+    if view.sources:
+        context.append("Sources: " + ", ".join(defuse_broadcasts(escape(s.title)) for s in view.sources))
+    if context:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]})
+    blocks.append({"type": "actions", "block_id": "feedback", "elements": [
+        {"type": "button", "action_id": FEEDBACK_UP, "value": session_key,
+         "text": {"type": "plain_text", "text": "👍 Helpful", "emoji": True}},
+        {"type": "button", "action_id": FEEDBACK_DOWN, "value": session_key,
+         "text": {"type": "plain_text", "text": "👎 Not helpful", "emoji": True}},
+    ]})
+    return blocks
+
+
+def rate_limit_of(error: SlackApiError) -> float | None:
+    """Retry-After of a 429 (None for any other error)."""
+    response = error.response
+    if getattr(response, "status_code", None) != 429 and response.get("error") != "ratelimited":
+        return None
+    headers = getattr(response, "headers", None) or {}
+    raw = headers.get("Retry-After") or headers.get("retry-after") or 1
+    try:
+        return float(raw[0] if isinstance(raw, list) else raw)
+    except (TypeError, ValueError):
+        return 1.0
+
+
+class SlackThreadSurface:
+    """Posts and edits the messages of one answer in one thread (`thread_ts`) of one channel."""
+
+    def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str, session_key: str, *,
+                 limits: SlackLimits, max_chars: int = 3900,
+                 on_rate_limited: Callable[[], None] | None = None) -> None:
+        self.client = client
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.session_key = session_key
+        self.limits = limits
+        self.max_chars = max_chars
+        self._on_rate_limited = on_rate_limited
+
+    def render(self, view: ReplyView) -> str:
+        return render_slack(view)
+
+    async def post(self, text: str) -> str:
+        async with self.limits.posts(self.channel).slot():
+            response = await self._call(self.client.chat_postMessage, channel=self.channel, thread_ts=self.thread_ts,
+                                        text=text, unfurl_links=False, unfurl_media=False)
+        return str(response["ts"])
+
+    async def edit(self, handle: str, text: str) -> None:
+        async with self.limits.updates.slot():
+            await self._call(self.client.chat_update, channel=self.channel, ts=handle, text=text)
+
+    async def finalize(self, handle: str, view: ReplyView) -> None:
+        """Swap the final text for blocks with the context line and feedback buttons (answers only)."""
+        if view.status != "done":
+            return
+        async with self.limits.updates.slot():
+            await self._call(self.client.chat_update, channel=self.channel, ts=handle, text=render_slack(view),
+                             blocks=feedback_blocks(view, self.session_key))
+
+    async def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return await method(**kwargs)
+        except SlackApiError as error:
+            retry_after = rate_limit_of(error)
+            if retry_after is not None:
+                RATE_LIMITED.labels(platform="slack").inc()
+                if self._on_rate_limited is not None:
+                    self._on_rate_limited()
+                raise RateLimited(retry_after) from error
+            if error.response.get("error") == "msg_too_long":
+                raise MessageTooLong() from error
+            raise
