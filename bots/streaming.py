@@ -26,7 +26,10 @@ The surface contract (`Surface`):
 - `render(view) -> str`: the platform text of one message (`ReplyView`). `render_plain` is a usable default
   and a base to wrap: platforms pass their own `bold`/`italic` and a `sanitize` that neutralises mentions.
 - optional `finalize(handle, view)`: called once, for the last message, after the final text has landed
-  (Slack blocks and buttons, a Discord embed colour). It may raise `RateLimited` like `edit`.
+  (Slack blocks and buttons, a Discord embed colour). It may raise `RateLimited` like `edit`. A surface whose
+  finalize also sets the final text sets `finalize_sets_text = True`: finalize then *is* the last message's
+  final edit (one platform call instead of two, which matters under Slack's per-workspace edit budget), and a
+  failure other than a 429 falls back to a plain edit so the text still lands.
 - optional `typing()`: started alongside the placeholder (Discord's typing indicator); failures are ignored.
 """
 
@@ -218,6 +221,7 @@ class StreamingReply:
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
         self._typing: asyncio.Task[None] | None = None
+        self._finalized = False
 
     # --- the consumer: events in, state updated; never waits for the platform -------------------------------
     async def run(self, events: AsyncIterator[Event]) -> ReplyOutcome:
@@ -393,7 +397,7 @@ class StreamingReply:
                 log.exception("session %s: placeholder post failed", self._session)
                 return
 
-    async def _push(self) -> None:
+    async def _push(self, *, final: bool = False) -> None:
         """Bring every message up to date: edit those whose text changed, post the new ones."""
         views = self._layout()
         if len(views) < len(self.outcome.handles):  # only if Complete.text rewrote an already split answer
@@ -401,6 +405,9 @@ class StreamingReply:
                         self._session, len(views), len(self.outcome.handles))
         for index, view in enumerate(views):
             text = self.surface.render(view)
+            if final and index == len(views) - 1 and index < len(self.outcome.handles) and self._finalize_sets_text:
+                await self._send_finalized(index, view, text)
+                continue
             if index < len(self.outcome.texts) and self.outcome.texts[index] == text:
                 continue
             await self._send(index, text)
@@ -409,6 +416,30 @@ class StreamingReply:
                 if self.outcome.first_token_at is None:
                     self.outcome.first_token_at = self._clock()
             self._shown_agent = self._shown_agent or view.agent is not None
+
+    @property
+    def _finalize_sets_text(self) -> bool:
+        return getattr(self.surface, "finalize", None) is not None and getattr(self.surface, "finalize_sets_text",
+                                                                              False)
+
+    async def _send_finalized(self, index: int, view: ReplyView, text: str) -> None:
+        """The last message's final edit done by `surface.finalize` (text and extras in one call)."""
+        try:
+            if self.budget is not None:
+                async with self.budget.slot():
+                    await self.surface.finalize(self.outcome.handles[index], view)  # type: ignore[attr-defined]
+            else:
+                await self.surface.finalize(self.outcome.handles[index], view)  # type: ignore[attr-defined]
+        except (RateLimited, MessageTooLong):
+            raise
+        except Exception:  # the extras were refused: the text alone must still land
+            log.exception("session %s: finalize failed; sending the final text alone", self._session)
+            await self._send(index, text)
+            return
+        self.pacer.record(self._clock())
+        self.outcome.texts[index] = text
+        self.outcome.edits += 1
+        self._finalized = True
 
     async def _send(self, index: int, text: str) -> None:
         self._sending_index = index
@@ -464,7 +495,7 @@ class StreamingReply:
             if wait > 0:
                 await self._sleep(wait)
             try:
-                await self._push()
+                await self._push(final=True)
                 self.outcome.delivered = True
                 break
             except RateLimited as limited:
@@ -481,7 +512,7 @@ class StreamingReply:
 
     async def _finalize(self) -> None:
         finalize = getattr(self.surface, "finalize", None)
-        if finalize is None or not self.outcome.handles:
+        if finalize is None or not self.outcome.handles or self._finalized:
             return
         view = self._layout()[-1]
         for _ in range(self._final_attempts):

@@ -481,6 +481,39 @@ async def test_finalize_runs_once_on_the_last_message_after_the_final_text(vtime
     assert view.status == "done" and text_then == surface.messages[-1] and "Sources" in text_then
 
 
+class TextFinalizingSurface(MemorySurface):
+    """A surface whose finalize sets the text itself (as Slack's does, with blocks)."""
+
+    finalize_sets_text = True
+
+    def __init__(self, time: VirtualTime, refuse: Exception | None = None) -> None:
+        super().__init__(time, max_chars=4000)
+        self.refuse = refuse
+        self.finalize = self._finalize_with_text
+
+    async def _finalize_with_text(self, handle: int, view: ReplyView) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        await self.edit(handle, self.render(view))
+        self.finalized.append((handle, view, self.messages[handle]))
+
+
+async def test_a_finalize_that_sets_the_text_replaces_the_final_edit(vtime: VirtualTime) -> None:
+    surface = TextFinalizingSurface(vtime)
+    outcome = await reply_for(surface, vtime, interval=0.5).run(answer_events(vtime, [f"w{i} " for i in range(30)]))
+    assert len(surface.finalized) == 1 and outcome.delivered
+    final_calls = [c for c in surface.calls if "Sources" in c[3]]
+    assert len(final_calls) == 1  # one call carried the final text: no separate edit before finalize
+    assert surface.messages[-1] == final_calls[0][3] and "w29" in surface.messages[-1]
+
+
+async def test_a_refused_finalize_still_lands_the_final_text(vtime: VirtualTime) -> None:
+    surface = TextFinalizingSurface(vtime, refuse=RuntimeError("invalid_blocks"))
+    outcome = await reply_for(surface, vtime).run(answer_events(vtime, [f"w{i} " for i in range(10)]))
+    assert outcome.delivered and surface.finalized == []
+    assert "w9" in surface.messages[-1] and "Sources" in surface.messages[-1] and "▌" not in surface.messages[-1]
+
+
 async def test_two_replies_sharing_a_budget_never_exceed_it(vtime: VirtualTime) -> None:
     budget = EditBudget(5, 5.0, clock=vtime.clock, sleep=vtime.sleep)
     surfaces = [MemorySurface(vtime, max_chars=2000, latency=0.05) for _ in range(2)]

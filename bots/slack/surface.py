@@ -90,6 +90,8 @@ def rate_limit_of(error: SlackApiError) -> float | None:
 class SlackThreadSurface:
     """Posts and edits the messages of one answer in one thread (`thread_ts`) of one channel."""
 
+    finalize_sets_text = True  # the final chat.update carries text and blocks at once
+
     def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str, session_key: str, *,
                  limits: SlackLimits, max_chars: int = 3900,
                  on_rate_limited: Callable[[], None] | None = None) -> None:
@@ -115,8 +117,9 @@ class SlackThreadSurface:
             await self._call(self.client.chat_update, channel=self.channel, ts=handle, text=text)
 
     async def finalize(self, handle: str, view: ReplyView) -> None:
-        """Swap the final text for blocks with the context line and feedback buttons (answers only)."""
+        """The final edit: the text, and for an answer blocks with the context line and feedback buttons."""
         if view.status != "done":
+            await self.edit(handle, render_slack(view))
             return
         async with self.limits.updates.slot():
             await self._call(self.client.chat_update, channel=self.channel, ts=handle, text=render_slack(view),
