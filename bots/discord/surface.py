@@ -1,0 +1,201 @@
+"""Discord as a `bots.streaming.Surface`: where one answer's messages go, and how they look.
+
+Two surfaces, one look (`render_discord`):
+- `ChannelSurface`: messages in a thread, a DM, or (where threads are not allowed) replies in a channel;
+  `post` is `channel.send`, `edit` is `message.edit`, `typing` keeps Discord's typing indicator up until the
+  first words are visible.
+- `InteractionSurface`: the answer to `/ask`. The command was deferred at once (Discord shows "is thinking…"),
+  so the first message is the interaction's original response, edited in place; continuations are follow-ups.
+
+Every send and edit carries `AllowedMentions.none()`: nothing the model writes (`@everyone`, `<@id>`, a role)
+pings anyone. discord.py's errors are mapped to what the renderer understands: a 429 to `RateLimited`, a
+refused length (50035) to `MessageTooLong`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import discord
+
+from bots.splitting import close_open_fence
+from bots.streaming import MessageTooLong, RateLimited, ReplyView
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+SUBTEXT = "-# "  # Discord's small grey "subtext" line
+MARKER = "▌"  # in-progress marker, gone once the answer is complete
+THINKING = f"{SUBTEXT}Thinking…"
+MAX_SOURCES = 5
+MAX_SOURCE_TITLE = 80
+INVALID_FORM_BODY = 50035
+DEFAULT_RETRY_AFTER_S = 1.0
+
+
+def render_discord(view: ReplyView) -> str:
+    """One Discord message: the answer's Markdown, then a `-#` subtext footer with the agent and sources.
+
+    While streaming the last message ends with a marker and "answering…"; a message that continues in the next
+    one says so in its footer; an error is a ⚠️ line before the footer. Never empty (Discord refuses that).
+    """
+    if view.status == "thinking":
+        return THINKING
+    body = view.body.lstrip("\n").rstrip()
+    streaming = view.status in ("routed", "streaming") and view.is_last_part
+    if streaming:
+        body = close_open_fence(body)
+    lines: list[str] = []
+    if body:
+        if not streaming:
+            lines.append(body)
+        elif body.rsplit("\n", 1)[-1].lstrip().startswith("```"):
+            lines.extend((body, MARKER))  # after a closing fence the marker needs a line of its own
+        else:
+            lines.append(f"{body} {MARKER}")
+    if not view.is_last_part:
+        lines.append(f"{SUBTEXT}continued below ↓")
+        return "\n".join(lines)
+    if view.status == "error":
+        lines.append(f"⚠️ {view.error_message}")
+    elif view.status == "done" and not body:
+        lines.append("*(no answer)*")
+    footer: list[str] = [view.agent.label] if view.agent else []
+    if streaming:
+        footer.append("answering…" if body else "looking into it…")
+    elif view.status == "done" and view.sources:
+        footer.append("Sources: " + ", ".join(_title(s.title) for s in view.sources[:MAX_SOURCES]))
+    if footer:
+        lines.append(SUBTEXT + " · ".join(footer))
+    return "\n".join(lines) or THINKING
+
+
+def _title(title: str) -> str:
+    title = " ".join(title.split())
+    return title if len(title) <= MAX_SOURCE_TITLE else title[: MAX_SOURCE_TITLE - 1] + "…"
+
+
+@contextlib.contextmanager
+def platform_errors() -> Iterator[None]:
+    """Translate discord.py's exceptions into the renderer's: 429 -> RateLimited, too long -> MessageTooLong."""
+    try:
+        yield
+    except discord.RateLimited as exc:  # discord.py refused to wait that long itself
+        raise RateLimited(exc.retry_after) from exc
+    except discord.HTTPException as exc:
+        if exc.status == 429:  # discord.py gave up retrying
+            raise RateLimited(_retry_after(exc)) from exc
+        if exc.code == INVALID_FORM_BODY and "length" in (exc.text or "").lower():
+            raise MessageTooLong() from exc
+        raise
+
+
+def _retry_after(exc: discord.HTTPException) -> float:
+    headers: Any = getattr(exc.response, "headers", None) or {}
+    for name in ("X-RateLimit-Reset-After", "Retry-After"):
+        try:
+            return float(headers[name])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return DEFAULT_RETRY_AFTER_S
+
+
+class DiscordSurface:
+    """What both surfaces share: the look, the limit, and knowing when the first words became visible."""
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self.first_text = asyncio.Event()  # set once a message with answer text (or the end) has been sent
+        self.posted = asyncio.Event()  # set once the first message exists
+        self._bodiless: set[str] = {THINKING}  # rendered texts that carry no answer text yet
+
+    def render(self, view: ReplyView) -> str:
+        text = render_discord(view)
+        if not view.body.strip() and len(self._bodiless) < 64:
+            self._bodiless.add(text)
+        return text
+
+    def _sent(self, text: str) -> None:
+        self.posted.set()
+        if text not in self._bodiless:
+            self.first_text.set()
+
+    def close(self) -> None:
+        """The reply is over: stop anything (the typing indicator) waiting for the first words."""
+        self.posted.set()
+        self.first_text.set()
+
+
+class ChannelSurface(DiscordSurface):
+    """An answer as messages in `channel` (a thread, a DM or a text channel).
+
+    With `reply_to`, the first message is a reply to that message (without pinging its author); the
+    continuations follow it in the channel.
+    """
+
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        *,
+        reply_to: discord.Message | None = None,
+        max_chars: int = 2000,
+        typing_every_s: float = 8.0,
+    ) -> None:
+        super().__init__(max_chars)
+        self.channel = channel
+        self.reply_to = reply_to
+        self.typing_every_s = typing_every_s  # Discord shows the indicator for about 10 s per trigger
+
+    async def post(self, text: str) -> discord.Message:
+        extra: dict[str, Any] = {}
+        if self.reply_to is not None and not self.posted.is_set():
+            extra = {"reference": self.reply_to.to_reference(fail_if_not_exists=False), "mention_author": False}
+        with platform_errors():
+            message = await self.channel.send(text, allowed_mentions=NO_MENTIONS, **extra)
+        self._sent(text)
+        return message
+
+    async def edit(self, handle: discord.Message, text: str) -> None:
+        with platform_errors():
+            await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
+        self._sent(text)
+
+    async def typing(self) -> None:
+        """Keep the typing indicator up until the first words are visible.
+
+        It starts once the placeholder exists: Discord clears a user's indicator when they post a message, so a
+        trigger sent before the placeholder would vanish at once.
+        """
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.posted.wait(), timeout=self.typing_every_s)
+        while not self.first_text.is_set():
+            await self.channel.typing()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.first_text.wait(), timeout=self.typing_every_s)
+
+
+class InteractionSurface(DiscordSurface):
+    """An answer to a deferred slash command: the original response first, then follow-up messages."""
+
+    def __init__(self, interaction: discord.Interaction, *, max_chars: int = 2000) -> None:
+        super().__init__(max_chars)
+        self.interaction = interaction
+
+    async def post(self, text: str) -> discord.InteractionMessage | discord.WebhookMessage:
+        with platform_errors():
+            if not self.posted.is_set():
+                message: Any = await self.interaction.edit_original_response(content=text,
+                                                                             allowed_mentions=NO_MENTIONS)
+            else:
+                message = await self.interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS)
+        self._sent(text)
+        return message
+
+    async def edit(self, handle: discord.InteractionMessage | discord.WebhookMessage, text: str) -> None:
+        with platform_errors():
+            await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
+        self._sent(text)
