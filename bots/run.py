@@ -16,15 +16,11 @@ import typer
 from aiohttp import web
 from rich.console import Console
 
-from bots.startup import discord_enabled, slack_enabled, validate_settings
+from bots.startup import StartupError, discord_enabled, slack_enabled, validate_settings
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 console = Console()
-
-
-class StartupError(RuntimeError):
-    """A problem found before start; its message says how to fix it."""
 
 
 async def _check_store(settings: Settings, orchestrator: Any) -> None:

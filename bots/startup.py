@@ -10,6 +10,10 @@ from core.settings import Settings
 DISCORD_TOKEN = re.compile(r"^[\w-]{20,}\.[\w-]{4,}\.[\w-]{20,}$")
 
 
+class StartupError(RuntimeError):
+    """A problem found before or while starting; its message says how to fix it (printed without a traceback)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     message: str

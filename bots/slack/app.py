@@ -38,6 +38,7 @@ from bots.pacing import EditPacer
 from bots.slack.mrkdwn import defuse_broadcasts, escape
 from bots.slack.native import NativeStreamReply
 from bots.slack.surface import FEEDBACK_DOWN, FEEDBACK_UP, SlackLimits, SlackThreadSurface
+from bots.startup import StartupError
 from bots.streaming import ReplyOutcome, StreamingReply
 from core.settings import Settings
 
@@ -53,10 +54,6 @@ USAGE = (
     "• Reply in a thread I answered to ask a follow-up; say `reset` there to start over.\n"
     "I answer from the team's knowledge base: billing, technical and policy questions."
 )
-
-
-class StartupError(RuntimeError):
-    """Slack refused the configuration; the message says what to fix."""
 
 
 def session_key(team: str | None, channel: str, thread_ts: str) -> str:
