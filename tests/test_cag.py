@@ -14,7 +14,7 @@ from knowledge.cag import (
 )
 from knowledge.ingest import ingest
 from tests.conftest import DOCS
-from tests.test_ingest import HashEmbedder
+from tests.fakes.embedder import HashEmbedder
 
 def _open(data_dir: Path):
     from knowledge.store import KnowledgeStore, open_chroma_client

@@ -6,8 +6,6 @@ model wheel and run in milliseconds; the CLI tests go through the real `make_emb
 
 from __future__ import annotations
 
-import hashlib
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,26 +19,7 @@ from knowledge.ingest import ingest
 from knowledge.loaders import discover, load_document
 from knowledge.store import EmbeddingMismatchError, KnowledgeStore, open_chroma_client
 from tests.conftest import make_settings
-
-
-class HashEmbedder:
-    """Words hashed into 384 buckets, L2-normalised: similar wording, similar vectors; no model needed."""
-
-    dim = 384
-
-    def __init__(self, name: str = "test:hash") -> None:
-        self.name = name
-
-    def embed_documents(self, texts):
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"[a-z0-9]+", text.lower()):
-                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
-
-    def embed_query(self, text):
-        return self.embed_documents([text])[0]
+from tests.fakes.embedder import HashEmbedder
 
 
 ARTICLE = """---
