@@ -6,6 +6,7 @@ model wheel and run in milliseconds; the CLI tests go through the real `make_emb
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
