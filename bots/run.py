@@ -41,6 +41,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     orchestrator = await build_orchestrator(settings)
     frontends: list[Any] = []
     runner: web.AppRunner | None = None
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
     try:
         await _check_store(settings, orchestrator)
         extra_routes: list[web.RouteDef] = []
@@ -62,22 +64,33 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         await runner.setup()
         site = web.TCPSite(runner, settings.web_host, settings.web_port)
         await site.start()
-        console.print(f"[green]✓[/] web: chat page and API on http://{settings.web_host}:{settings.web_port} "
+        shown_host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
+        console.print(f"[green]✓[/] web: chat page and API on http://{shown_host}:{settings.web_port} "
                       f"(docs at /docs) · answering in [bold]{orchestrator.mode}[/] mode")
         for frontend in frontends:
-            await frontend.start()
+            try:
+                await frontend.start()
+            except StartupError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - unreachable platform, refused connection…: a sentence
+                log.debug("%s failed to start", frontend.name, exc_info=True)
+                raise StartupError(f"{frontend.name} could not start ({type(exc).__name__}: {exc}). Check the "
+                                   f"network and the {frontend.name.upper()}_ settings; `switchboard doctor` "
+                                   "shows them.") from None
             console.print(f"[green]✓[/] {frontend.name}: {frontend.describe()}")
         if not frontends:
             console.print("[dim]Slack and Discord are off: set SLACK_BOT_TOKEN or DISCORD_TOKEN to enable them.[/]")
 
         stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
         await stop.wait()
         console.print("Shutting down: finishing replies in flight…")
     finally:
+        for sig in installed:  # a second Ctrl-C during shutdown, or after serve() returns, behaves as usual
+            loop.remove_signal_handler(sig)
         for frontend in reversed(frontends):
             with contextlib.suppress(Exception):
                 await frontend.stop()

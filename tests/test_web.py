@@ -166,21 +166,24 @@ async def test_shutdown_mid_stream_sends_an_interrupted_event(corpus_settings) -
         settings = make_settings(corpus_settings.data_dir, llm_provider="openai", openai_base_url=fake.base_url,
                                  openai_api_key="sk-test")
         orchestrator = await build_orchestrator(settings)
-        server = TestServer(create_app(orchestrator))
-        await server.start_server()
-        frames: list[str] = []
-        closing = None
-        async with ClientSession() as session:
-            async with session.post(server.make_url("/chat"), json={"message": "How do API timeouts work?"}) as resp:
-                try:
-                    async for line in resp.content:
-                        frames.append(line.decode())
-                        if line.startswith(b"event: token") and closing is None:
-                            closing = asyncio.create_task(server.close())
-                except Exception:  # noqa: BLE001 - the server may cut the connection after the last frame
-                    pass
-        assert closing is not None, "".join(frames)
-        await closing
-        await orchestrator.aclose()
+        try:
+            server = TestServer(create_app(orchestrator))
+            await server.start_server()
+            frames: list[str] = []
+            closing = None
+            async with ClientSession() as session:
+                async with session.post(server.make_url("/chat"), json={"message": "How do API timeouts work?"}
+                                        ) as resp:
+                    try:
+                        async for line in resp.content:
+                            frames.append(line.decode())
+                            if line.startswith(b"event: token") and closing is None:
+                                closing = asyncio.create_task(server.close())
+                    except Exception:  # noqa: BLE001 - the server may cut the connection after the last frame
+                        pass
+            assert closing is not None, "".join(frames)
+            await closing
+        finally:
+            await orchestrator.aclose()
     raw = "".join(frames)
     assert "event: token" in raw and "interrupted" in raw
