@@ -195,6 +195,11 @@ def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[s
                 passages = await asyncio.to_thread(
                     brain.knowledge.retrieve, spec.name, question, settings.retrieval_k
                 )
+        citable = passages
+        if cached is not None and not passages and (ctx.decision is None or spec.name not in ctx.decision.probes):
+            # Routed here without a knowledge probe (the LLM chose an agent the router did not probe): look up
+            # what to cite; the prompt itself keeps only the cached documents.
+            citable = await asyncio.to_thread(brain.knowledge.retrieve, spec.name, question, 2)
         ctx.retrieval_ms = (time.perf_counter() - started) * 1000
 
         if offline:
@@ -205,7 +210,7 @@ def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[s
             ctx.sources = used
         else:
             text = await _stream_llm_answer(brain, spec, state, question, passages, cached, ctx, writer)
-            ctx.sources = _sources_for(spec, passages, ctx)
+            ctx.sources = _sources_for(spec, citable, ctx)
 
         update: dict[str, Any] = {"agents_used": [spec.name], "updated_at": time.time()}
         if text:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 UTTERANCE_WEIGHT = 0.5
 TOP_UTTERANCES = 3
 PROBE_K = 2
+PROBED_AGENTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +72,13 @@ class SemanticRouter:
             scores[name] = float(top.mean())
         return scores
 
-    def knowledge_scores(self, query: str) -> tuple[dict[str, float], dict[str, tuple[Passage, ...]]]:
+    def knowledge_scores(self, query: str, names: Sequence[str] | None = None
+                         ) -> tuple[dict[str, float], dict[str, tuple[Passage, ...]]]:
         if self._probe is None:
             return {}, {}
         scores: dict[str, float] = {}
         probes: dict[str, tuple[Passage, ...]] = {}
-        for name in self._names:
+        for name in names or self._names:
             try:
                 passages = self._probe(name, query, PROBE_K)
             except Exception:  # noqa: BLE001 - an empty or missing collection must not break routing
@@ -86,10 +88,17 @@ class SemanticRouter:
             scores[name] = max((p.score for p in passages), default=0.0)
         return scores, probes
 
-    def scores(self, query: str) -> tuple[dict[str, float], dict[str, tuple[Passage, ...]]]:
+    def scores(self, query: str, previous_agent: str | None = None
+               ) -> tuple[dict[str, float], dict[str, tuple[Passage, ...]]]:
         vector = np.asarray(self._embed_query(query), dtype=np.float32)
         utterance = self.utterance_scores(vector)
-        knowledge, probes = self.knowledge_scores(query)
+        # Only the agents the utterances rank highest are probed: the last one would need both signals to turn
+        # round to win, and each probe is a vector search plus a re-rank (a fifth of a routing decision). A
+        # thread's current agent is always probed, so a follow-up is weighed on both signals before it switches.
+        contenders = sorted(utterance, key=utterance.__getitem__, reverse=True)[:PROBED_AGENTS]
+        if previous_agent in utterance and previous_agent not in contenders:
+            contenders.append(previous_agent)
+        knowledge, probes = self.knowledge_scores(query, contenders)
         if not knowledge or not any(knowledge.values()):
             return utterance, probes
         blended = {
@@ -99,7 +108,7 @@ class SemanticRouter:
         return blended, probes
 
     def route(self, query: str, previous_agent: str | None = None) -> RouteDecision:
-        scores, probes = self.scores(query)
+        scores, probes = self.scores(query, previous_agent)
         ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
         (best, best_score), (_, second_score) = ranked[0], ranked[1]
         margin = best_score - second_score
