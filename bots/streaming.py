@@ -68,6 +68,11 @@ class MessageTooLong(Exception):
     """The platform refused a message's text as too long."""
 
 
+class SurfaceGone(Exception):
+    """The place the reply was going is gone for good (channel deleted or archived, bot removed, message
+    deleted): retrying cannot help, so the reply stops at once instead of backing off for minutes."""
+
+
 class AgentTag(NamedTuple):
     name: str  # billing | technical | policy
     label: str  # "Billing", as users see it
@@ -222,6 +227,7 @@ class StreamingReply:
         self._closing = asyncio.Event()
         self._typing: asyncio.Task[None] | None = None
         self._finalized = False
+        self._gone = False
 
     # --- the consumer: events in, state updated; never waits for the platform -------------------------------
     async def run(self, events: AsyncIterator[Event]) -> ReplyOutcome:
@@ -342,7 +348,7 @@ class StreamingReply:
     # --- the flusher: all platform I/O happens here -------------------------------------------------------
     async def _flush_loop(self) -> None:
         await self._post_placeholder()
-        while not self._closing.is_set():
+        while not self._closing.is_set() and not self._gone:
             if not await self._wait_for(self._changed.wait()):
                 return
             now = self._clock()
@@ -360,6 +366,10 @@ class StreamingReply:
             except MessageTooLong:
                 self._note_too_long()
                 self._changed.set()
+            except SurfaceGone:
+                log.warning("session %s: the reply's channel or message is gone; stopping", self._session)
+                self._gone = True
+                return
             except Exception:  # an intermediate edit may fail; the next one (and the final one) is retried
                 log.exception("session %s: edit failed", self._session)
                 self._blocked_until = max(self._blocked_until, self._clock() + ERROR_BACKOFF_S)
@@ -393,6 +403,10 @@ class StreamingReply:
                 self._note_rate_limited(limited)
                 if not await self._wait_for(self._sleep(limited.retry_after)):
                     return
+            except SurfaceGone:
+                log.warning("session %s: cannot post here; the reply is dropped", self._session)
+                self._gone = True
+                return
             except Exception:  # the first real edit will post instead
                 log.exception("session %s: placeholder post failed", self._session)
                 return
@@ -430,7 +444,7 @@ class StreamingReply:
                     await self.surface.finalize(self.outcome.handles[index], view)  # type: ignore[attr-defined]
             else:
                 await self.surface.finalize(self.outcome.handles[index], view)  # type: ignore[attr-defined]
-        except (RateLimited, MessageTooLong):
+        except (RateLimited, MessageTooLong, SurfaceGone):
             raise
         except Exception:  # the extras were refused: the text alone must still land
             log.exception("session %s: finalize failed; sending the final text alone", self._session)
@@ -490,6 +504,8 @@ class StreamingReply:
                 self.outcome.status = "done" if self._status == "done" else "error"
 
     async def _land_final(self) -> None:
+        if self._gone:
+            return
         for attempt in range(self._final_attempts):
             wait = self._blocked_until - self._clock()
             if wait > 0:
@@ -502,6 +518,10 @@ class StreamingReply:
                 self._note_rate_limited(limited)
             except MessageTooLong:
                 self._note_too_long()
+            except SurfaceGone:
+                log.warning("session %s: the reply's channel or message is gone; final text dropped", self._session)
+                self._gone = True
+                return
             except Exception:
                 log.exception("session %s: final edit failed (attempt %d)", self._session, attempt + 1)
                 await self._sleep(min(2.0**attempt, 30.0))
@@ -512,7 +532,7 @@ class StreamingReply:
 
     async def _finalize(self) -> None:
         finalize = getattr(self.surface, "finalize", None)
-        if finalize is None or not self.outcome.handles or self._finalized:
+        if finalize is None or not self.outcome.handles or self._finalized or self._gone:
             return
         view = self._layout()[-1]
         for _ in range(self._final_attempts):

@@ -430,3 +430,15 @@ async def test_stop_marks_a_reply_in_flight_as_interrupted(corpus_settings, slac
     await bot.orchestrator.aclose()
     [reply] = slack.bot_messages(CHANNEL, event["ts"])
     assert USER_MESSAGES["interrupted"] in reply.text and "▌" not in reply.text
+
+
+async def test_an_archived_channel_stops_the_reply_without_minutes_of_retries(corpus_settings, slack, llm, bots) -> None:
+    bot = await start_bot(corpus_settings, slack, llm=llm)
+    bots.append(bot)
+    slack.fail_next("chat.update", "is_archived", times=100)
+    event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
+    await slack.send_event(event)
+    await slack.wait_for(lambda: slack.bot_messages(CHANNEL, event["ts"]))
+    await asyncio.wait_for(bot.frontend.idle(), 5)  # no back-off: a second failed update ends it
+    assert len(slack.calls_to("chat.update")) == 1
+    assert bot.frontend.outcomes[-1].delivered is False

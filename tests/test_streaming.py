@@ -556,3 +556,22 @@ def test_render_plain_sanitizes_body_and_titles_and_marks_continuations() -> Non
 def test_render_plain_never_leaves_an_empty_answer_looking_busy() -> None:
     view = ReplyView(body="", agent=AgentTag("billing", "Billing"), status="done")
     assert render_plain(view) == "*Billing*\n_(no answer)_"
+
+
+async def test_a_channel_that_is_gone_stops_the_reply_at_once(vtime: VirtualTime) -> None:
+    from bots.streaming import SurfaceGone
+
+    surface = MemorySurface(vtime)
+    started = vtime.now
+    reply = reply_for(surface, vtime, interval=0.2)
+
+    async def gone_after_placeholder():
+        async for event in answer_events(vtime, [f"w{i} " for i in range(20)]):
+            if isinstance(event, Agent):
+                surface.fail_next(*(SurfaceGone("channel_not_found") for _ in range(50)))
+            yield event
+
+    outcome = await reply.run(gone_after_placeholder())
+    assert outcome.posts == 1 and not outcome.delivered
+    assert len(surface.failures) == 49  # one attempt, then nothing more was tried
+    assert vtime.now - started < 5  # no minutes of back-off for a channel that no longer exists

@@ -23,7 +23,7 @@ from typing import Any
 import discord
 
 from bots.splitting import close_open_fence
-from bots.streaming import MessageTooLong, RateLimited, ReplyView
+from bots.streaming import MessageTooLong, RateLimited, ReplyView, SurfaceGone
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ def _title(title: str) -> str:
 
 @contextlib.contextmanager
 def platform_errors() -> Iterator[None]:
-    """Translate discord.py's exceptions into the renderer's: 429 -> RateLimited, too long -> MessageTooLong."""
+    """Translate discord.py's exceptions into the renderer's: 429 -> RateLimited, too long -> MessageTooLong,
+    404/403 (the channel or message is gone, or the bot lost access) -> SurfaceGone."""
     try:
         yield
     except discord.RateLimited as exc:  # discord.py refused to wait that long itself
@@ -91,6 +92,8 @@ def platform_errors() -> Iterator[None]:
             raise RateLimited(_retry_after(exc)) from exc
         if exc.code == INVALID_FORM_BODY and "length" in (exc.text or "").lower():
             raise MessageTooLong() from exc
+        if isinstance(exc, (discord.NotFound, discord.Forbidden)):  # channel/message deleted, access removed
+            raise SurfaceGone(f"{exc.status} {exc.code}") from exc
         raise
 
 

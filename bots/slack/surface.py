@@ -24,9 +24,13 @@ from bots.metrics import RATE_LIMITED
 from bots.pacing import EditBudget
 from bots.slack.mrkdwn import defuse_broadcasts, escape, to_mrkdwn
 from bots.splitting import split_markdown
-from bots.streaming import MessageTooLong, RateLimited, ReplyView, render_plain
+from bots.streaming import MessageTooLong, RateLimited, ReplyView, SurfaceGone, render_plain
 
 SECTION_CHARS = 3000  # Slack refuses a section block's text beyond this
+# Errors after which no retry can succeed: the conversation or the message is gone, or the bot was removed.
+GONE_ERRORS = frozenset({"channel_not_found", "not_in_channel", "is_archived", "message_not_found",
+                         "cant_update_message", "account_inactive", "invalid_auth", "token_revoked",
+                         "team_access_not_granted", "restricted_action"})
 FEEDBACK_UP = "feedback_up"
 FEEDBACK_DOWN = "feedback_down"
 
@@ -137,4 +141,6 @@ class SlackThreadSurface:
                 raise RateLimited(retry_after) from error
             if error.response.get("error") == "msg_too_long":
                 raise MessageTooLong() from error
+            if error.response.get("error") in GONE_ERRORS:
+                raise SurfaceGone(error.response.get("error")) from error
             raise
