@@ -30,7 +30,7 @@ from bots.discord.conversation import (
 )
 from bots.discord.surface import MARKER, THINKING, platform_errors, render_discord
 from bots.run import StartupError
-from bots.streaming import AgentTag, MessageTooLong, RateLimited, ReplyView
+from bots.streaming import AgentTag, MessageTooLong, RateLimited, ReplyView, SurfaceGone
 from core.events import SourceRef
 from core.orchestrator import build_orchestrator
 from core.retry import USER_MESSAGES, RetryPolicy
@@ -161,7 +161,7 @@ def _http_error(status: int, body: dict, headers: dict | None = None) -> discord
     return discord.HTTPException(response, body)  # type: ignore[arg-type]
 
 
-def test_discord_errors_map_to_rate_limited_and_too_long() -> None:
+def test_discord_errors_map_to_rate_limited_too_long_and_gone() -> None:
     with pytest.raises(RateLimited) as limited:
         with platform_errors():
             raise _http_error(429, {"message": "You are being rate limited.", "retry_after": 1.5},
@@ -171,9 +171,12 @@ def test_discord_errors_map_to_rate_limited_and_too_long() -> None:
         with platform_errors():
             raise _http_error(400, {"code": 50035, "message": "Invalid Form Body", "errors": {"content": {
                 "_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}]}}})
-    with pytest.raises(discord.Forbidden):
+    with pytest.raises(SurfaceGone):  # access removed: retrying cannot help
         with platform_errors():
             raise discord.Forbidden(SimpleNamespace(status=403, reason="x"), {"code": 50013, "message": "no"})
+    with pytest.raises(discord.HTTPException):  # anything else is the renderer's to retry
+        with platform_errors():
+            raise _http_error(500, {"code": 0, "message": "Internal Server Error"})
 
 
 # ---- mentions, threads, follow-ups, replies, DMs ------------------------------------------------------------
