@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bots.feedback import read_feedback
+from bots.metrics import REGISTRY
 from bots.slack.app import SlackFrontend, StartupError, session_key
 from bots.slack.mrkdwn import to_mrkdwn
 from bots.slack.surface import SlackLimits
@@ -30,6 +31,10 @@ ANSWER = ("To fix API timeouts, raise the client timeout to 30 seconds and retry
           "Use **idempotency keys** for POST requests so a retry never creates a duplicate. "
           "If timeouts persist, check the status page and contact support@lumenly.io with the request ID. "
           "Batch large imports instead of sending one huge request, since the API caps a body at 10 MB.")
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def answer_with(text: str):
@@ -107,10 +112,14 @@ async def test_a_mention_streams_a_threaded_reply_that_ends_as_the_full_tagged_a
         corpus_settings, slack, llm, bots) -> None:
     bot = await start_bot(corpus_settings, slack, llm=llm)
     bots.append(bot)
+    replies_before = metric("switchboard_replies_total", frontend="slack", agent="technical")
+    first_tokens_before = metric("switchboard_first_token_seconds_count", frontend="slack")
     event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
     await slack.send_event(event)
     [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
 
+    assert metric("switchboard_replies_total", frontend="slack", agent="technical") == replies_before + 1
+    assert metric("switchboard_first_token_seconds_count", frontend="slack") == first_tokens_before + 1
     assert reply.thread_ts == event["ts"]  # in a thread under the question
     assert reply.versions[0].text == "_Thinking…_"  # the placeholder came first
     assert len(slack.updates_for(CHANNEL, reply.ts)) >= 3

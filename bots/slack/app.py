@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from typing import Any
 
 from aiohttp import web
@@ -233,6 +234,7 @@ class SlackFrontend:
         key = session_key(team, channel, thread_ts)
         self._threads.add(key)
         question = self.question_of(text)
+        started = time.monotonic()
         try:
             if question.lower().strip(" .!") in RESET_WORDS:
                 await self.orchestrator.reset(key)
@@ -255,14 +257,13 @@ class SlackFrontend:
                 await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=(
                     "⚠️ Something went wrong while answering. Please try again."))
             return
-        self._record(outcome)
+        self._record(outcome, started)
 
-    def _record(self, outcome: ReplyOutcome) -> None:
+    def _record(self, outcome: ReplyOutcome, started: float) -> None:
         self.outcomes = [*self.outcomes[-999:], outcome]
         if outcome.status == "done":
             REPLIES.labels(frontend="slack", agent=outcome.agent or "unknown").inc()
         else:
             ERRORS.labels(frontend="slack", code=outcome.error_code or "unknown").inc()
-        if outcome.first_token_received_at is not None and outcome.placeholder_at is not None:
-            FIRST_TOKEN.labels(frontend="slack").observe(
-                max(0.0, outcome.first_token_received_at - outcome.placeholder_at))
+        if outcome.first_token_received_at is not None:  # the renderer's clock is time.monotonic
+            FIRST_TOKEN.labels(frontend="slack").observe(max(0.0, outcome.first_token_received_at - started))
