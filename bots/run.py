@@ -116,4 +116,7 @@ def run_command() -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from bots.checks import register_checks
+
     app.command(name="run")(run_command)
+    register_checks()
