@@ -240,3 +240,66 @@ def test_chroma_collection_embeds_with_our_model_and_reopens_without_it(tmp_path
     reopened = chromadb.PersistentClient(path=str(tmp_path), settings=chroma_settings).get_collection("adapter")
     assert reopened.query(query_texts=["how are webhooks signed?"], n_results=1)["ids"] == [["technical"]]
     assert function.get_config() == {"embedder": "local:all-MiniLM-L6-v2"}
+
+
+def test_concurrent_questions_are_embedded_together_and_idle_ones_at_once() -> None:
+    import threading
+    import time
+
+    from knowledge.embeddings import QueryCoalescer
+
+    batches: list[list[str]] = []
+    started = threading.Event()
+
+    def slow_encode(texts: list[str]) -> np.ndarray:
+        batches.append(list(texts))
+        started.set()
+        time.sleep(0.2)
+        return np.stack([np.full(4, float(len(t)), dtype=np.float32) for t in texts])
+
+    coalescer = QueryCoalescer(slow_encode, max_batch=3)
+    results: dict[str, np.ndarray] = {}
+
+    def ask(text: str) -> None:
+        results[text] = coalescer.embed(text)
+
+    first = threading.Thread(target=ask, args=("a",))
+    first.start()
+    started.wait()
+    others = [threading.Thread(target=ask, args=("b" * n,)) for n in range(2, 7)]
+    for thread in others:
+        thread.start()
+    for thread in [first, *others]:
+        thread.join(5)
+    assert batches[0] == ["a"]  # an idle call does not wait for company
+    assert sorted(len(b) for b in batches[1:]) == [2, 3] and coalescer.passes == 3  # 5 waiting: 3 + 2
+    assert all(results[t][0] == len(t) for t in results) and len(results) == 6  # each got its own vector
+
+
+def test_a_failed_pass_fails_every_waiter_and_the_next_call_works() -> None:
+    from knowledge.embeddings import QueryCoalescer
+
+    calls = {"n": 0}
+
+    def flaky(texts: list[str]) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+    coalescer = QueryCoalescer(flaky)
+    with pytest.raises(RuntimeError, match="boom"):
+        coalescer.embed("x")
+    assert coalescer.embed("y").tolist() == [1.0, 1.0]
+
+
+def test_batched_query_vectors_match_single_ones() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = local_model()
+    questions = [f"How do I rotate API key number {i}?" for i in range(12)]
+    single = [np.array(model._encode_batch(model.tokenize([q]))[0]) for q in questions]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(model.embed_query, questions))
+    for a, b in zip(single, together, strict=True):
+        assert np.allclose(a, b, atol=1e-5)
