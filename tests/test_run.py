@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -21,6 +20,7 @@ from bots.run import StartupError, serve
 from bots.startup import validate_settings
 from tests.conftest import make_settings
 from tests.fakes.openai_server import FakeOpenAI
+from tests.test_web import parse_sse
 
 DISCORD_LOOKALIKE = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GAbCdE.abcdefghijklmnopqrstuvwxyz0123"
 
@@ -125,14 +125,6 @@ async def wait_until_up(port: int, timeout: float = 30.0) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
 
 
-def sse_events(raw: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for frame in raw.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
-
-
 @contextlib.asynccontextmanager
 async def no_new_tasks_left() -> AsyncIterator[None]:
     before = asyncio.all_tasks()
@@ -152,7 +144,7 @@ async def test_serve_runs_the_web_server_and_stops_cleanly(corpus_settings, clos
         async with ClientSession() as http:
             async with http.post(f"http://127.0.0.1:{port}/chat", json={"message": "Do you comply with GDPR?"}) as r:
                 assert r.status == 200
-                events = sse_events(await r.text())
+                events = parse_sse(await r.text())
         assert [t for t, _ in events][0] == "start" and events[-1][0] == "complete"
         assert events[1][1]["name"] == "policy"
         assert closed_orchestrators == ["open"]
@@ -201,7 +193,7 @@ async def test_stopping_mid_stream_sends_interrupted(corpus_settings, closed_orc
                         if line.startswith(b"event: token"):
                             stop.set()
         await asyncio.wait_for(task, 15)
-    events = sse_events("".join(lines))
+    events = parse_sse("".join(lines))
     assert ("token" in [t for t, _ in events]) and events[-1][0] == "error"
     assert events[-1][1]["code"] == "interrupted" and "ask again" in events[-1][1]["user_message"]
     assert "complete" not in [t for t, _ in events]

@@ -409,6 +409,16 @@ class DiscordFrontend:
                              parent_id=getattr(channel, "parent_id", None) if in_thread else None)
         return allowed, in_thread
 
+    @staticmethod
+    def _conversation_of(interaction: discord.Interaction, in_thread: bool) -> str | None:
+        """The conversation a command runs in: its thread or DM; None in a plain channel."""
+        channel_id = interaction.channel_id or 0
+        if in_thread:
+            return thread_key(channel_id)
+        if interaction.guild_id is None:
+            return dm_key(channel_id)
+        return None
+
     async def ask(self, interaction: discord.Interaction, question: str) -> None:
         started = time.monotonic()
         allowed, in_thread = self._interaction_place(interaction)
@@ -421,12 +431,9 @@ class DiscordFrontend:
             return
         await interaction.response.defer(thinking=True)  # at once: Discord allows 3 s for the first answer
         channel_id = interaction.channel_id or 0
-        if in_thread:
-            key = thread_key(channel_id)
-        elif interaction.guild_id is None:
-            key = dm_key(channel_id)
-        else:
-            key = ask_key(interaction.guild_id, channel_id, interaction.id)
+        key = self._conversation_of(interaction, in_thread)
+        if key is None:  # a channel, outside any thread: this /ask starts a conversation of its own
+            key = ask_key(interaction.guild_id or 0, channel_id, interaction.id)
         surface = InteractionSurface(interaction, max_chars=self.settings.discord_max_chars)
         self._spawn(self._stream(surface, channel_id, key, question, str(interaction.user.id), started))
 
@@ -436,11 +443,8 @@ class DiscordFrontend:
             await interaction.response.send_message(NOT_HERE, ephemeral=True)
             return
         channel_id = interaction.channel_id or 0
-        if in_thread:
-            key = thread_key(channel_id)
-        elif interaction.guild_id is None:
-            key = dm_key(channel_id)
-        else:
+        key = self._conversation_of(interaction, in_thread)
+        if key is None:
             await interaction.response.send_message(RESET_WHERE, ephemeral=True)
             return
         await interaction.response.defer(thinking=True)  # a reply in flight holds the session until it ends
