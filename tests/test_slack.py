@@ -451,3 +451,52 @@ async def test_an_archived_channel_stops_the_reply_without_minutes_of_retries(co
     await asyncio.wait_for(bot.frontend.idle(), 5)  # no back-off: a second failed update ends it
     assert len(slack.calls_to("chat.update")) == 1
     assert bot.frontend.outcomes[-1].delivered is False
+
+
+async def test_http_mode_serves_slash_commands_and_button_clicks_on_the_same_endpoint(
+        corpus_settings, slack, bots) -> None:
+    from urllib.parse import urlencode
+
+    import aiohttp
+
+    from tests.fakes.slack import sign_request
+
+    secret = "test-signing-secret"
+    bot = await start_bot(corpus_settings, slack, socket=False, slack_signing_secret=SecretStr(secret))
+    bots.append(bot)
+    app = web.Application()
+    app.add_routes(bot.frontend.http_routes())
+    server = TestServer(app)
+    await server.start_server()
+
+    async def post_form(fields: dict) -> tuple[int, str]:
+        body = urlencode(fields).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **sign_request(body, secret)}
+        async with aiohttp.ClientSession() as session, session.post(
+                server.make_url("/slack/events"), data=body, headers=headers) as response:
+            return response.status, await response.text()
+
+    try:
+        command = {"command": "/ask", "text": "help", "user_id": USER_ID, "channel_id": CHANNEL,
+                   "team_id": TEAM_ID, "response_url": slack.response_url(), "trigger_id": "1.2.3"}
+        status, body = await post_form(command)
+        assert status == 200 and json.loads(body)["response_type"] == "ephemeral" and "/ask" in body
+
+        status, _ = await post_form({**command, "text": "What does the Enterprise plan cost?"})
+        assert status == 200  # acknowledged at once; the answer follows in a thread
+        await slack.wait_for(lambda: slack.bot_messages(CHANNEL))
+        question = slack.bot_messages(CHANNEL)[0]
+        [_, answer] = await final_reply(slack, bot, CHANNEL, question.ts, count=2)
+        assert answer.text.startswith("*Billing*")
+
+        click = {"type": "block_actions", "user": {"id": USER_ID}, "team": {"id": TEAM_ID},
+                 "container": {"type": "message", "message_ts": answer.ts, "channel_id": CHANNEL},
+                 "channel": {"id": CHANNEL}, "response_url": slack.response_url(), "trigger_id": "1.2.3",
+                 "actions": [{"action_id": "feedback_up", "block_id": "feedback", "type": "button",
+                              "value": session_key(TEAM_ID, CHANNEL, question.ts)}]}
+        status, _ = await post_form({"payload": json.dumps(click)})
+        assert status == 200
+        await slack.wait_for(lambda: read_feedback(corpus_settings.data_dir))
+        assert read_feedback(corpus_settings.data_dir)[0]["vote"] == "up"
+    finally:
+        await server.close()
