@@ -24,10 +24,15 @@ class RecentKeys:
         if any(k in self._keys for k in present):
             return False
         for key in present:
-            self._keys[key] = None
+            self.add(key)
+        return True
+
+    def add(self, key: Hashable) -> None:
+        """Remember `key` (again): it becomes the newest."""
+        self._keys.pop(key, None)
+        self._keys[key] = None
         while len(self._keys) > self.capacity:
             self._keys.popitem(last=False)
-        return True
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._keys

@@ -83,7 +83,7 @@ class SlackFrontend:
         self.team_id: str | None = None
         self._handler: AsyncSocketModeHandler | None = None
         self._seen = RecentKeys()
-        self._threads: set[str] = set()
+        self._threads = RecentKeys(50_000)  # threads answered lately; older ones are found in the checkpoints
         self._tasks: set[asyncio.Task[Any]] = set()
         self.outcomes: list[ReplyOutcome] = []  # recent reply outcomes (benchmarks and tests read them)
         self._register()
