@@ -500,3 +500,16 @@ async def test_http_mode_serves_slash_commands_and_button_clicks_on_the_same_end
         assert read_feedback(corpus_settings.data_dir)[0]["vote"] == "up"
     finally:
         await server.close()
+
+
+async def test_answers_keep_coming_after_slack_asks_the_socket_to_reconnect(corpus_settings, slack, bots) -> None:
+    bot = await start_bot(corpus_settings, slack)
+    bots.append(bot)
+    opened = slack.connections_opened
+    await slack.request_reconnect()  # Slack's `disconnect` message: the SDK opens a new connection by itself
+    await slack.wait_for(lambda: slack.connections_opened > opened, timeout=15)
+    await slack.wait_for_connection()
+    event = slack.app_mention("Do you comply with GDPR?")
+    await slack.send_event(event, timeout=15)
+    [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
+    assert reply.text.startswith("*Policy*")
