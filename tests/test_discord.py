@@ -262,6 +262,16 @@ async def test_a_direct_message_is_answered_in_the_dm(corpus_settings, offline_c
     assert answer["content"].endswith("-# Policy · Sources: GDPR compliance") and fake.threads == []
 
 
+async def test_answers_keep_coming_after_the_gateway_connection_drops(corpus_settings, offline_core) -> None:
+    async with FakeDiscord() as fake:
+        async with running_bot(fake, offline_core, corpus_settings) as frontend:
+            await fake.drop_connections()  # discord.py reconnects and RESUMEs; missed events are replayed
+            dm = int(fake.dm_channel()["id"])
+            await fake.user_message(dm, "Do you comply with GDPR?")  # sent while the bot is disconnected
+            [(key, outcome)] = await replies(fake, frontend, 1, timeout=30)
+    assert key == dm_key(dm) and outcome.delivered
+
+
 async def test_a_bare_mention_gets_usage_help_and_no_thread(corpus_settings, offline_core) -> None:
     async with FakeDiscord() as fake:
         general = fake.channel_id("general")
