@@ -45,7 +45,9 @@ BUBBLE_STATE = """(() => {
   return {
     count: bubbles.length,
     done: bubble.dataset.done || null,
-    text: text.textContent,
+    text: text.dataset.markdown ?? text.textContent,
+    shown: text.textContent,
+    strong: [...text.querySelectorAll('strong')].map(n => n.textContent),
     streaming: text.classList.contains('streaming'),
     badges: [...bubble.querySelectorAll('.badge')].map(b => b.textContent),
     sources: [...bubble.querySelectorAll('.sources li')].map(li => li.textContent),
@@ -341,6 +343,14 @@ async def test_chat_page_offline_answer_and_readable_error(browser: Browser, cor
         assert state["done"] == "true" and state["badges"] == ["Billing"]
         assert state["text"] == api["text"] and "offline" in state["text"].lower()
         assert state["sources"] and state["sources"] == api["sources"]
+        # The answer's Markdown is rendered, not shown raw: its bold headings are <strong>, and no ** is left.
+        assert "**" in state["text"] and state["strong"] and "**" not in state["shown"]
+        hostile = await page.evaluate(
+            "renderMarkdown('<img src=x onerror=alert(1)> [a](javascript:alert(1)) [b](https://x.io/?q=1&r=2) "
+            "`<b>` **ok**\\n```\\n<script>x</script>\\n```')")
+        assert "<img" not in hostile and "<script" not in hostile and "javascript:" not in hostile.split("href")[-1]
+        assert '<a href="https://x.io/?q=1&amp;r=2"' in hostile and "<strong>ok</strong>" in hostile
+        assert "<code>&lt;b&gt;</code>" in hostile and "<pre><code>&lt;script&gt;x&lt;/script&gt;</code></pre>" in hostile
 
         # An error is shown readably in the thread, and the page stays usable.
         too_long = "Why " + "is this so expensive and " * 4 + "what can I do?"
