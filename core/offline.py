@@ -18,6 +18,28 @@ MAX_PASSAGE_CHARS = 700
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 
+_STRUCTURED_LINE = re.compile(r"^\s*([-*+]\s|\d+[.)]\s|\||#|>|```)")
+
+
+def unwrap(text: str) -> str:
+    """Join the hard-wrapped lines of prose (documents wrap at ~110 columns; chat clients would show every
+    break). Blank lines, list items, tables, quotes, headings and code blocks keep their lines."""
+    lines: list[str] = []
+    joinable: list[bool] = []  # may the next prose line continue this one?
+    in_fence = False
+    for line in text.split("\n"):
+        fence_line = line.lstrip().startswith("```")
+        prose = not in_fence and not fence_line and bool(line.strip()) and not _STRUCTURED_LINE.match(line)
+        if prose and joinable and joinable[-1]:
+            lines[-1] = f"{lines[-1]} {line.strip()}"
+        else:
+            lines.append(line)
+            joinable.append(prose)
+        if fence_line:
+            in_fence = not in_fence
+    return "\n".join(lines)
+
+
 def _trim(text: str, limit: int) -> str:
     text = text.strip()
     if len(text) <= limit:
@@ -46,12 +68,20 @@ def compose_offline_answer(passages: Sequence[Passage], *, support_email: str) -
         return text, []
     parts = [header, ""]
     for passage in relevant:
-        heading = f" — {passage.heading}" if passage.heading and passage.heading != passage.title else ""
-        parts.append(f"**{passage.title}{heading}**")
-        parts.append(_trim(passage.text, MAX_PASSAGE_CHARS))
+        parts.append(f"**{_label(passage)}**")
+        parts.append("")
+        parts.append(_trim(unwrap(passage.text), MAX_PASSAGE_CHARS))
         parts.append("")
     parts.append(f"If this doesn't answer your question, contact {support_email}.")
     return "\n".join(parts), relevant
+
+
+def _label(passage: Passage) -> str:
+    """"Title — Section" for a passage; chunk headings are paths that already start with the title."""
+    heading = passage.heading.strip()
+    if heading.startswith(passage.title):
+        heading = heading[len(passage.title):].lstrip(" >—-")
+    return f"{passage.title} — {heading}" if heading else passage.title
 
 
 def stream_pieces(text: str, words_per_piece: int = 3) -> Iterator[str]:

@@ -345,6 +345,9 @@ async def test_chat_page_offline_answer_and_readable_error(browser: Browser, cor
         assert state["sources"] and state["sources"] == api["sources"]
         # The answer's Markdown is rendered, not shown raw: its bold headings are <strong>, and no ** is left.
         assert "**" in state["text"] and state["strong"] and "**" not in state["shown"]
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = await page.send("Page.captureScreenshot", format="png")
+        (ARTIFACTS / "chat-page-offline.png").write_bytes(base64.b64decode(shot["data"]))
         hostile = await page.evaluate(
             "renderMarkdown('<img src=x onerror=alert(1)> [a](javascript:alert(1)) [b](https://x.io/?q=1&r=2) "
             "`<b>` **ok**\\n```\\n<script>x</script>\\n```')")
