@@ -513,3 +513,30 @@ async def test_answers_keep_coming_after_slack_asks_the_socket_to_reconnect(corp
     await slack.send_event(event, timeout=15)
     [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
     assert reply.text.startswith("*Policy*")
+
+
+async def test_native_streaming_shows_text_during_a_pause_of_the_model(slack) -> None:
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bots.slack.native import NativeStreamReply
+    from bots.slack.surface import SlackThreadSurface
+    from core.events import Agent, Complete, Start, Token
+
+    question = slack.app_mention("timeouts?")
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    surface = SlackThreadSurface(client, CHANNEL, question["ts"], "k", limits=fast_limits())
+
+    async def events():
+        yield Start("k")
+        yield Agent("technical", "Technical")
+        yield Token("Hello ")
+        yield Token("world, ")
+        await asyncio.sleep(1.0)  # the model pauses
+        yield Token("again.")
+        yield Complete(agent="technical", duration_ms=1.0, text="Hello world, again.")
+
+    outcome = await NativeStreamReply(client, surface, team=TEAM_ID, user=USER_ID, interval_s=0.1).run(events())
+    [message] = slack.bot_messages(CHANNEL, question["ts"])
+    during_pause = [v.text for v in message.versions if "world" in v.text and "again" not in v.text]
+    assert during_pause, [v.text for v in message.versions]  # shown by the ticker while the model was silent
+    assert message.text == "**Technical**\n\nHello world, again." and outcome.delivered

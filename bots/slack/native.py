@@ -55,6 +55,8 @@ class NativeStreamReply:
         self._text = ""  # the whole answer so far (raw Markdown)
         self._sent = 0  # how much of it has been streamed
         self._last_flush = 0.0
+        self._io = asyncio.Lock()  # one Slack call at a time: appends never overtake each other or the stop
+        self._ticker: asyncio.Task[None] | None = None
 
     async def run(self, events: AsyncIterator[Event]) -> ReplyOutcome:
         iterator = aiter(events)
@@ -75,9 +77,10 @@ class NativeStreamReply:
                     self._text += event.text
                     if self.outcome.first_token_received_at is None:
                         self.outcome.first_token_received_at = time.monotonic()
-                    if self._ts is None and not await self._start(agent):
-                        return await self._fall_back(seen, iterator)
-                    await self._flush(final=False)
+                    if self._ts is None:
+                        if not await self._start(agent):
+                            return await self._fall_back(seen, iterator)
+                        self._ticker = asyncio.create_task(self._tick())
                 elif isinstance(event, Complete):
                     if event.text.strip() and event.text.startswith(self._text):
                         self._text = event.text
@@ -93,12 +96,26 @@ class NativeStreamReply:
         except asyncio.CancelledError:
             self.outcome.status, self.outcome.error_code = "interrupted", "interrupted"
             self._text += f"\n\n⚠️ {USER_MESSAGES['interrupted']}"
-            await asyncio.shield(self._stop(agent, sources))
+            await self._stop_ticker()
+            if self._ts is not None:
+                await asyncio.shield(self._stop(agent, sources))
             raise
+        await self._stop_ticker()
         if self._ts is None and not await self._start(agent):
             return await self._fall_back(seen, iterator)
         await self._stop(agent, sources)
         return self.outcome
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self._flush()
+
+    async def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
 
     async def _status(self, status: str) -> None:
         try:
@@ -143,26 +160,29 @@ class NativeStreamReply:
             end = tail.start()
         return defuse_markdown(self._text[self._sent:end]), end
 
-    async def _flush(self, *, final: bool) -> None:
-        if not final and time.monotonic() - self._last_flush < self.interval_s:
-            return
-        text, end = self._pending(final=final)
-        if not text:
-            return
-        try:
-            await self._call(self.client.chat_appendStream, channel=self.surface.channel, ts=self._ts,
-                             markdown_text=text)
-        except SlackApiError:
-            if final:
-                raise
-            return  # merged into the next append
-        self._sent = end
-        self._last_flush = time.monotonic()
-        self.outcome.edits += 1
-        if self.outcome.first_token_at is None:
-            self.outcome.first_token_at = self._last_flush
+    async def _flush(self) -> None:
+        """Append what arrived since the last append (held back before a `<`/`@` word still being written)."""
+        async with self._io:
+            text, end = self._pending(final=False)
+            if not text:
+                return
+            try:
+                await self._call(self.client.chat_appendStream, channel=self.surface.channel, ts=self._ts,
+                                 markdown_text=text)
+            except SlackApiError as error:
+                log.info("chat.appendStream failed (%s); merged into the next one", error.response.get("error"))
+                return
+            self._sent = end
+            self._last_flush = time.monotonic()
+            self.outcome.edits += 1
+            if self.outcome.first_token_at is None:
+                self.outcome.first_token_at = self._last_flush
 
     async def _stop(self, agent: AgentTag | None, sources: tuple) -> None:
+        async with self._io:
+            await self._stop_locked(agent, sources)
+
+    async def _stop_locked(self, agent: AgentTag | None, sources: tuple) -> None:
         for attempt in range(self.attempts):
             text, end = self._pending(final=True)
             view = ReplyView(body=self._text, agent=agent, status="done" if self.outcome.status == "done"
