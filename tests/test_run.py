@@ -242,3 +242,27 @@ async def test_a_front_end_that_cannot_connect_stops_start_up_with_a_sentence(co
     with pytest.raises(StartupError, match=r"^slack could not start \(.*\)\. Check the network and the SLACK_"):
         await serve(settings)
     assert closed_orchestrators == ["closed"]
+
+
+async def test_serve_mounts_slack_http_events_on_the_web_server(corpus_settings, closed_orchestrators, capsys) -> None:
+    from pydantic import SecretStr
+
+    from tests.fakes.slack import CHANNEL, FakeSlack
+
+    port, secret = free_port(), "run-signing-secret"
+    stop = asyncio.Event()
+    async with FakeSlack() as slack:
+        settings = corpus_settings.model_copy(update={
+            "web_port": port, "slack_bot_token": SecretStr(slack.bot_token), "slack_api_url": slack.api_url,
+            "slack_signing_secret": SecretStr(secret)})
+        task = asyncio.create_task(serve(settings, stop=stop))
+        await wait_until_up(port)
+        event = slack.app_mention("Do you comply with GDPR?")
+        status, _ = await slack.deliver_http(f"http://127.0.0.1:{port}/slack/events", event, secret)
+        assert status == 200
+        await slack.wait_for(lambda: any("Policy" in m.text and "▌" not in m.text and "Thinking" not in m.text
+                                         for m in slack.bot_messages(CHANNEL, event["ts"])), timeout=30)
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "slack: HTTP events at /slack/events" in out
