@@ -308,13 +308,25 @@ async def test_a_core_failure_ends_the_message_with_a_readable_error(corpus_sett
     assert "Thinking" not in final and "▌" not in final and "Traceback" not in final
 
 
-async def test_an_empty_mention_gets_a_clear_message(corpus_settings, slack, bots) -> None:
+@pytest.mark.parametrize("text", ["   ", "help"])
+async def test_a_bare_mention_or_help_explains_what_the_bot_does(corpus_settings, slack, bots, text) -> None:
     bot = await start_bot(corpus_settings, slack)
     bots.append(bot)
-    event = slack.app_mention("   ")
+    event = slack.app_mention(text)
     await slack.send_event(event)
     [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
-    assert "Your message is empty" in slack.final_text(CHANNEL, reply.ts)
+    assert "/ask What does the Enterprise plan cost?" in reply.text
+    assert await bot.orchestrator.session_info(session_key(TEAM_ID, CHANNEL, event["ts"])) is None
+
+
+async def test_a_huge_message_gets_a_clear_message_and_loses_nothing(corpus_settings, slack, bots) -> None:
+    bot = await start_bot(corpus_settings, slack, max_message_chars=200)
+    bots.append(bot)
+    event = slack.app_mention("Why does my export fail? " + "details " * 60)
+    await slack.send_event(event)
+    [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
+    assert "the limit is 200" in reply.text and "Please shorten it" in reply.text
+    assert slack.message(CHANNEL, event["ts"]) is not None  # the user's message stays as it was
 
 
 async def test_reset_starts_the_thread_over(corpus_settings, slack, bots) -> None:

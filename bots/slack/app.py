@@ -236,6 +236,9 @@ class SlackFrontend:
         question = self.question_of(text)
         started = time.monotonic()
         try:
+            if not question or question.lower().strip(" ?!.") == "help":  # a bare mention: say what it can do
+                await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=USAGE)
+                return
             if question.lower().strip(" .!") in RESET_WORDS:
                 await self.orchestrator.reset(key)
                 await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=(
