@@ -8,6 +8,7 @@ through the real `AsyncWebClient`; assertions read what the fake Slack holds, as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 
@@ -99,6 +100,19 @@ async def bots():
     for bot in started:
         await bot.frontend.stop()
         await bot.orchestrator.aclose()
+
+
+@contextlib.asynccontextmanager
+async def events_endpoint(bot: Bot):
+    """The bot's HTTP Events API endpoint served on loopback; yields its URL."""
+    app = web.Application()
+    app.add_routes(bot.frontend.http_routes())
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        yield str(server.make_url("/slack/events"))
+    finally:
+        await server.close()
 
 
 async def final_reply(slack: FakeSlack, bot: Bot, channel: str, thread_ts: str, count: int = 1):
@@ -406,12 +420,7 @@ async def test_http_mode_verifies_signatures(corpus_settings, slack, bots) -> No
     secret = "test-signing-secret"
     bot = await start_bot(corpus_settings, slack, socket=False, slack_signing_secret=SecretStr(secret))
     bots.append(bot)
-    app = web.Application()
-    app.add_routes(bot.frontend.http_routes())
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        url = str(server.make_url("/slack/events"))
+    async with events_endpoint(bot) as url:
         event = slack.app_mention("What does the Enterprise plan cost?")
         status, _ = await slack.deliver_http(url, event, "wrong-secret")
         assert status == 401
@@ -426,8 +435,6 @@ async def test_http_mode_verifies_signatures(corpus_settings, slack, bots) -> No
         assert status == 200
         await bot.frontend.idle()
         assert len(slack.bot_messages(CHANNEL, event["ts"])) == 1
-    finally:
-        await server.close()
 
 
 async def test_a_refused_bot_token_stops_start_up_with_a_fix(corpus_settings, slack) -> None:
@@ -476,19 +483,14 @@ async def test_http_mode_serves_slash_commands_and_button_clicks_on_the_same_end
     secret = "test-signing-secret"
     bot = await start_bot(corpus_settings, slack, socket=False, slack_signing_secret=SecretStr(secret))
     bots.append(bot)
-    app = web.Application()
-    app.add_routes(bot.frontend.http_routes())
-    server = TestServer(app)
-    await server.start_server()
+    async with events_endpoint(bot) as url, aiohttp.ClientSession() as session:
 
-    async def post_form(fields: dict) -> tuple[int, str]:
-        body = urlencode(fields).encode()
-        headers = {"Content-Type": "application/x-www-form-urlencoded", **sign_request(body, secret)}
-        async with aiohttp.ClientSession() as session, session.post(
-                server.make_url("/slack/events"), data=body, headers=headers) as response:
-            return response.status, await response.text()
+        async def post_form(fields: dict) -> tuple[int, str]:
+            body = urlencode(fields).encode()
+            headers = {"Content-Type": "application/x-www-form-urlencoded", **sign_request(body, secret)}
+            async with session.post(url, data=body, headers=headers) as response:
+                return response.status, await response.text()
 
-    try:
         command = {"command": "/ask", "text": "help", "user_id": USER_ID, "channel_id": CHANNEL,
                    "team_id": TEAM_ID, "response_url": slack.response_url(), "trigger_id": "1.2.3"}
         status, body = await post_form(command)
@@ -510,8 +512,6 @@ async def test_http_mode_serves_slash_commands_and_button_clicks_on_the_same_end
         assert status == 200
         await slack.wait_for(lambda: read_feedback(corpus_settings.data_dir))
         assert read_feedback(corpus_settings.data_dir)[0]["vote"] == "up"
-    finally:
-        await server.close()
 
 
 async def test_answers_keep_coming_after_slack_asks_the_socket_to_reconnect(corpus_settings, slack, bots) -> None:
