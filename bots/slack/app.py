@@ -80,7 +80,7 @@ class SlackFrontend:
                             process_before_response=False)
         self.limits = limits or SlackLimits()
         self.bot_user_id: str | None = None
-        self.team_id: str | None = None
+        self.bot_name: str | None = None
         self._handler: AsyncSocketModeHandler | None = None
         self._seen = RecentKeys()
         self._threads = RecentKeys(50_000)  # threads answered lately; older ones are found in the checkpoints
@@ -100,7 +100,7 @@ class SlackFrontend:
             raise StartupError(f"Slack refused SLACK_BOT_TOKEN ({error.response.get('error')}). Copy the Bot User "
                                "OAuth Token (xoxb-…) from your app's OAuth & Permissions page and reinstall the "
                                "app if you changed its scopes.") from None
-        self.bot_user_id, self.team_id = auth.get("user_id"), auth.get("team_id")
+        self.bot_user_id, self.bot_name = auth.get("user_id"), auth.get("user")
         if self.socket_mode:
             self._handler = AsyncSocketModeHandler(self.app, self._app_token)
             try:
@@ -111,7 +111,7 @@ class SlackFrontend:
                                    "Socket Mode.") from None
 
     def describe(self) -> str:
-        who = f"@{self.bot_user_id}" if self.bot_user_id else "the bot"
+        who = f"@{self.bot_name}" if self.bot_name else "the bot"
         if self.socket_mode:
             return f"connected over Socket Mode as {who}"
         return f"HTTP events at {EVENTS_PATH} on the web server, as {who}"
