@@ -4,9 +4,8 @@
 Why optional: native streams need a workspace (and app) that allows them; where Slack refuses the first call,
 the reply falls back to the edit renderer with every event seen so far replayed, so nothing is lost. A ticker
 appends whatever arrived once per `interval_s` (one merged call, also while the model pauses); a 429 waits
-`Retry-After` and merges more. The stream carries
-Markdown (Slack renders it), defused so nothing the model writes can ping: `<!here>`-style tokens and bare
-`@here`/`@channel`/`@everyone` get a word joiner. A cut never falls between `<` or `@` and what follows, so
+`Retry-After` and merges more. The stream carries Markdown (Slack renders it), defused so nothing the model
+writes can ping: `<!here>`-style tokens and bare `@here`/`@channel`/`@everyone` get a word joiner. A cut never falls between `<` or `@` and what follows, so
 defusing each piece equals defusing the whole.
 """
 
