@@ -117,6 +117,8 @@ def run_command() -> None:
 
 def register(app: typer.Typer) -> None:
     from bots.checks import register_checks
+    from bots.feedback import register as register_feedback
 
     app.command(name="run")(run_command)
+    register_feedback(app)
     register_checks()

@@ -45,3 +45,24 @@ def test_the_cli_registers_the_chat_checks() -> None:
     import core.cli  # noqa: F401 - loading the CLI registers the front-ends' commands and checks
 
     assert {check.__name__ for check in EXTRA_CHECKS} >= {"check_chat_settings", "check_slack", "check_discord"}
+
+
+def test_the_feedback_command_summarises_votes_and_lists_recent_downvotes(tmp_path, monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from bots.feedback import record_feedback
+    from core.cli import app
+
+    record_feedback(tmp_path, frontend="slack", session_key="slack:T:C:1.0", vote="up", user="U1")
+    record_feedback(tmp_path, frontend="slack", session_key="slack:T:C:2.0", vote="down", user="U2")
+    record_feedback(tmp_path, frontend="slack", session_key="slack:T:C:3.0", vote="down", user="U3")
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["feedback", "--json", "--recent", "1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["total"] == 3 and summary["by_frontend"] == {"slack": {"up": 1, "down": 2}}
+    assert [r["session_key"] for r in summary["recent_down"]] == ["slack:T:C:3.0"]
+    table = CliRunner().invoke(app, ["feedback"])
+    assert table.exit_code == 0 and "slack:T:C:3.0" in table.output and "slack:T:C:2.0" in table.output
