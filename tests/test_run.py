@@ -266,3 +266,28 @@ async def test_serve_mounts_slack_http_events_on_the_web_server(corpus_settings,
         await asyncio.wait_for(task, 15)
     out = " ".join(capsys.readouterr().out.split())
     assert "slack: HTTP events at /slack/events" in out
+
+
+async def test_serve_starts_discord_beside_the_web_server_and_answers(corpus_settings, closed_orchestrators,
+                                                                      capsys) -> None:
+    from pydantic import SecretStr
+
+    from tests.fakes.discord import FakeDiscord
+
+    token = "MTAxMjM0NTY3ODkwMTIzNDU2Nzg5.GhIjKl.abcdefghijklmnopqrstuvwxyz0123"
+    port = free_port()
+    stop = asyncio.Event()
+    async with FakeDiscord(token=token) as fake:
+        settings = corpus_settings.model_copy(update={"web_port": port, "discord_token": SecretStr(token)})
+        task = asyncio.create_task(serve(settings, stop=stop))
+        await wait_until_up(port)
+        await fake.wait_for(lambda: "discord" in " ".join(capsys.readouterr().out.split()) or task.done(),
+                            timeout=30)
+        dm = int(fake.dm_channel()["id"])
+        await fake.user_message(dm, "Do you comply with GDPR?")
+        await fake.wait_for(lambda: any("Policy" in m["content"] and "▌" not in m["content"]
+                                        for m in fake.messages_in(dm, from_bot=True)), timeout=30)
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    assert task.exception() is None and closed_orchestrators == ["closed"]
+    assert fake.gateway_connections == 0  # disconnected on shutdown
