@@ -54,6 +54,7 @@ FINAL_STATUSES = ("done", "error")
 MIN_PART_CHARS = 60  # the splitter is never asked for smaller parts than this
 TOO_LONG_STEP = 0.1  # after a MessageTooLong, parts are cut this fraction of max_chars smaller
 ERROR_BACKOFF_S = 1.0  # after an unexpected platform error, the next edit waits at least this long
+MOVED_NOTE = "(this part of the answer moved into the message above)"  # a message a rewritten answer left over
 
 
 class RateLimited(Exception):
@@ -414,9 +415,12 @@ class StreamingReply:
     async def _push(self, *, final: bool = False) -> None:
         """Bring every message up to date: edit those whose text changed, post the new ones."""
         views = self._layout()
-        if len(views) < len(self.outcome.handles):  # only if Complete.text rewrote an already split answer
-            log.warning("session %s: answer now needs %d messages, %d were posted; the extra ones keep old text",
-                        self._session, len(views), len(self.outcome.handles))
+        for index in range(len(views), len(self.outcome.handles)):
+            # Only when Complete.text rewrote an already split answer shorter: platforms here cannot delete a
+            # message for us, so a message the new layout does not need says where its text went.
+            note = self.surface.render(ReplyView(body=MOVED_NOTE, status="done", is_continuation=True))
+            if self.outcome.texts[index] != note:
+                await self._send(index, note)
         for index, view in enumerate(views):
             text = self.surface.render(view)
             if final and index == len(views) - 1 and index < len(self.outcome.handles) and self._finalize_sets_text:
@@ -534,7 +538,8 @@ class StreamingReply:
         finalize = getattr(self.surface, "finalize", None)
         if finalize is None or not self.outcome.handles or self._finalized or self._gone:
             return
-        view = self._layout()[-1]
+        views = self._layout()
+        view, handle = views[-1], self.outcome.handles[min(len(views), len(self.outcome.handles)) - 1]
         for _ in range(self._final_attempts):
             wait = self._blocked_until - self._clock()
             if wait > 0:
@@ -542,9 +547,9 @@ class StreamingReply:
             try:
                 if self.budget is not None:
                     async with self.budget.slot():
-                        await finalize(self.outcome.handles[-1], view)
+                        await finalize(handle, view)
                 else:
-                    await finalize(self.outcome.handles[-1], view)
+                    await finalize(handle, view)
                 return
             except RateLimited as limited:
                 self._note_rate_limited(limited)

@@ -471,6 +471,19 @@ async def test_a_rewritten_answer_is_laid_out_afresh_across_the_messages(vtime: 
     assert all(f"new{i}" in " ".join(surface.messages) for i in range(120))
 
 
+async def test_messages_a_shorter_rewritten_answer_no_longer_needs_say_where_it_went(vtime: VirtualTime) -> None:
+    from bots.streaming import MOVED_NOTE
+
+    surface = MemorySurface(vtime, max_chars=200, with_finalize=True)
+    streamed = [f"old{i} " for i in range(120)]
+    outcome = await reply_for(surface, vtime, interval=0.0).run(
+        answer_events(vtime, streamed, gap=0.01, complete_text="The short answer.", sources=False))
+    assert len(surface.messages) >= 3 and "The short answer." in surface.messages[0]
+    assert all(MOVED_NOTE in message and "old" not in message for message in surface.messages[1:])
+    [(handle, view, _)] = surface.finalized
+    assert handle == outcome.handles[0] and view.body == "The short answer."  # extras go to the first message
+
+
 async def test_finalize_runs_once_on_the_last_message_after_the_final_text(vtime: VirtualTime) -> None:
     surface = MemorySurface(vtime, max_chars=300, with_finalize=True)
     tokens = [f"word{i} " for i in range(120)]
