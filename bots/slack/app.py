@@ -6,7 +6,8 @@ Who gets an answer, and where:
 - a DM → each top-level DM starts its own thread; replies inside it continue that conversation.
 - `/ask question` → acknowledged at once, the question posted visibly, the answer streamed in its thread;
   `/ask` or `/ask help` → usage, only to the asker.
-- `reset` addressed to the bot → the thread's conversation starts over.
+- `reset` addressed to the bot → the thread's conversation starts over; a bare mention or `help` → usage.
+- 👍/👎 under an answer → recorded with the session key (`bots.feedback`).
 One thread is one session (`slack:<team>:<channel>:<thread_ts>`), so memory follows the thread across restarts.
 
 Reliability: bolt acks before any work (answers run in tasks this class tracks); a redelivered event or the
