@@ -13,8 +13,10 @@ Neither object does I/O; tests drive both with a fake clock and never sleep for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from contextlib import asynccontextmanager
 
 Clock = Callable[[], float]
@@ -116,3 +118,37 @@ class EditBudget:
     @property
     def blocked_until(self) -> float:
         return self._blocked_until
+
+
+class ChannelBudgets:
+    """One `EditBudget` per channel, shared by every reply posting there; idle ones are dropped when there are
+    more than `keep`, so a bot in thousands of channels holds budgets only for the busy ones."""
+
+    def __init__(self, max_ops: int, window_s: float, keep: int = 256) -> None:
+        self.max_ops, self.window_s, self.keep = max_ops, window_s, keep
+        self._budgets: dict[Hashable, EditBudget] = {}
+        self._users: Counter[Hashable] = Counter()
+
+    @contextlib.contextmanager
+    def using(self, channel_id: Hashable) -> Iterator[EditBudget]:
+        budget = self._budgets.get(channel_id)
+        if budget is None:
+            self._prune()
+            budget = self._budgets[channel_id] = EditBudget(self.max_ops, self.window_s)
+        self._users[channel_id] += 1
+        try:
+            yield budget
+        finally:
+            self._users[channel_id] -= 1
+            if self._users[channel_id] <= 0:
+                del self._users[channel_id]
+
+    def _prune(self) -> None:
+        if len(self._budgets) < self.keep:
+            return
+        for channel_id, budget in list(self._budgets.items()):
+            if channel_id not in self._users and budget.wait_time() == 0 and budget.ops_in_window() == 0:
+                del self._budgets[channel_id]
+
+    def __len__(self) -> int:
+        return len(self._budgets)

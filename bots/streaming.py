@@ -36,9 +36,11 @@ The surface contract (`Surface`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -443,10 +445,7 @@ class StreamingReply:
     async def _send_finalized(self, index: int, view: ReplyView, text: str) -> None:
         """The last message's final edit done by `surface.finalize` (text and extras in one call)."""
         try:
-            if self.budget is not None:
-                async with self.budget.slot():
-                    await self.surface.finalize(self.outcome.handles[index], view)  # type: ignore[attr-defined]
-            else:
+            async with self._slot():
                 await self.surface.finalize(self.outcome.handles[index], view)  # type: ignore[attr-defined]
         except (RateLimited, MessageTooLong, SurfaceGone):
             raise
@@ -461,11 +460,12 @@ class StreamingReply:
 
     async def _send(self, index: int, text: str) -> None:
         self._sending_index = index
-        if self.budget is not None:
-            async with self.budget.slot():
-                await self._send_now(index, text)
-        else:
+        async with self._slot():
             await self._send_now(index, text)
+
+    def _slot(self) -> AbstractAsyncContextManager[None]:
+        """The shared budget's slot for one platform call, or nothing when this reply has no budget."""
+        return self.budget.slot() if self.budget is not None else contextlib.nullcontext()
 
     async def _send_now(self, index: int, text: str) -> None:
         self.pacer.record(self._clock())
@@ -545,10 +545,7 @@ class StreamingReply:
             if wait > 0:
                 await self._sleep(wait)
             try:
-                if self.budget is not None:
-                    async with self.budget.slot():
-                        await finalize(handle, view)
-                else:
+                async with self._slot():
                     await finalize(handle, view)
                 return
             except RateLimited as limited:

@@ -93,9 +93,18 @@ async def start_bot(settings, slack: FakeSlack, *, llm: FakeOpenAI | None = None
     return Bot(frontend, orchestrator)
 
 
+class Bots(list):
+    """The bots a test started; each is stopped and its orchestrator closed when the test ends."""
+
+    async def start(self, *args, **kwargs) -> Bot:
+        bot = await start_bot(*args, **kwargs)
+        self.append(bot)
+        return bot
+
+
 @pytest.fixture
 async def bots():
-    started: list[Bot] = []
+    started = Bots()
     yield started
     for bot in started:
         await bot.frontend.stop()
@@ -124,8 +133,7 @@ async def final_reply(slack: FakeSlack, bot: Bot, channel: str, thread_ts: str, 
 
 async def test_a_mention_streams_a_threaded_reply_that_ends_as_the_full_tagged_answer(
         corpus_settings, slack, llm, bots) -> None:
-    bot = await start_bot(corpus_settings, slack, llm=llm)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack, llm=llm)
     replies_before = metric("switchboard_replies_total", frontend="slack", agent="technical")
     first_tokens_before = metric("switchboard_first_token_seconds_count", frontend="slack")
     event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
@@ -152,8 +160,7 @@ async def test_a_mention_streams_a_threaded_reply_that_ends_as_the_full_tagged_a
 
 async def test_a_follow_up_in_the_thread_is_answered_without_a_mention_and_remembers(
         corpus_settings, slack, llm, bots) -> None:
-    bot = await start_bot(corpus_settings, slack, llm=llm)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack, llm=llm)
     first = slack.app_mention("My API integration keeps timing out. How do I fix this?")
     await slack.send_event(first)
     await final_reply(slack, bot, CHANNEL, first["ts"])
@@ -170,8 +177,7 @@ async def test_a_follow_up_in_the_thread_is_answered_without_a_mention_and_remem
 
 
 async def test_a_thread_the_bot_never_answered_is_left_alone(corpus_settings, slack, bots) -> None:
-    bot = await start_bot(corpus_settings, slack)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack)
     top = slack.channel_message("team lunch at noon?")
     await slack.send_event(top)
     await slack.send_event(slack.thread_message("sure!", thread_ts=top["ts"]))
@@ -180,8 +186,7 @@ async def test_a_thread_the_bot_never_answered_is_left_alone(corpus_settings, sl
 
 
 async def test_ask_posts_the_question_visibly_and_answers_in_its_thread(corpus_settings, slack, bots) -> None:
-    bot = await start_bot(corpus_settings, slack)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack)
     envelope = await slack.send_slash_command("What does the Enterprise plan cost?")
     assert slack.acks[envelope].payload in (None, {})  # acknowledged at once, nothing ephemeral
 
@@ -196,8 +201,7 @@ async def test_ask_posts_the_question_visibly_and_answers_in_its_thread(corpus_s
 
 @pytest.mark.parametrize("text", ["", "help"])
 async def test_ask_alone_or_help_explains_usage_to_the_asker_only(corpus_settings, slack, bots, text) -> None:
-    bot = await start_bot(corpus_settings, slack)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack)
     envelope = await slack.send_slash_command(text)
     payload = slack.acks[envelope].payload
     assert payload["response_type"] == "ephemeral" and "/ask What does" in payload["text"]
@@ -206,8 +210,7 @@ async def test_ask_alone_or_help_explains_usage_to_the_asker_only(corpus_setting
 
 
 async def test_a_direct_message_starts_its_own_thread_and_replies_continue_it(corpus_settings, slack, bots) -> None:
-    bot = await start_bot(corpus_settings, slack)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack)
     dm = slack.dm_message("Do you comply with GDPR?")
     await slack.send_event(dm)
     [reply] = await final_reply(slack, bot, DM_CHANNEL, dm["ts"])
@@ -221,8 +224,7 @@ async def test_a_direct_message_starts_its_own_thread_and_replies_continue_it(co
 
 async def test_a_redelivered_event_and_the_message_twin_of_a_mention_get_one_reply(
         corpus_settings, slack, bots) -> None:
-    bot = await start_bot(corpus_settings, slack)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack)
     first = slack.app_mention("What does the Enterprise plan cost?")
     await slack.send_event(first)
     await slack.send_event(first, retry_num=1, retry_reason="timeout")  # same event_id, redelivered
@@ -238,8 +240,7 @@ async def test_a_redelivered_event_and_the_message_twin_of_a_mention_get_one_rep
 
 
 async def test_bots_its_own_messages_and_edits_are_ignored(corpus_settings, slack, bots) -> None:
-    bot = await start_bot(corpus_settings, slack)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack)
     first = slack.app_mention("What does the Enterprise plan cost?")
     await slack.send_event(first)
     await final_reply(slack, bot, CHANNEL, first["ts"])
@@ -254,8 +255,7 @@ async def test_bots_its_own_messages_and_edits_are_ignored(corpus_settings, slac
 
 
 async def test_a_429_mid_stream_still_lands_the_final_text(corpus_settings, slack, llm, bots) -> None:
-    bot = await start_bot(corpus_settings, slack, llm=llm)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack, llm=llm)
     slack.min_retry_after_s = 1
     slack.fail_next("chat.update", "ratelimited", retry_after=1)
     event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
@@ -270,8 +270,7 @@ async def test_concurrent_answers_share_the_workspace_update_budget_without_429s
     """Five threads at once against a workspace allowing 5 quick updates and then 2 a second: no 429 at all."""
     llm.tokens_per_s = 100
     async with FakeSlack(limits={"chat.update": RateLimit(per_minute=120, burst=5)}) as slack:
-        bot = await start_bot(corpus_settings, slack, llm=llm, limits=SlackLimits(updates_per_window=5, window_s=2.5))
-        bots.append(bot)
+        bot = await bots.start(corpus_settings, slack, llm=llm, limits=SlackLimits(updates_per_window=5, window_s=2.5))
         events = [slack.app_mention("My API integration keeps timing out. How do I fix this?",
                                     channel=CHANNEL if i % 2 else OTHER_CHANNEL) for i in range(5)]
         await asyncio.gather(*(slack.send_event(e) for e in events))
@@ -291,8 +290,7 @@ async def test_a_long_answer_continues_in_new_messages_without_breaking_code(
     long_answer = ("Here is a retry loop. " * 40) + "\n\n" + code + "\n\n" + ("Retry with backoff. " * 60)
     llm.responder = answer_with(long_answer)
     llm.tokens_per_s = None
-    bot = await start_bot(corpus_settings, slack, llm=llm)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack, llm=llm)
     event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
     await slack.send_event(event)
     await slack.wait_for(lambda: len(slack.bot_messages(CHANNEL, event["ts"])) >= 2, timeout=30)
@@ -312,8 +310,7 @@ async def test_a_core_failure_ends_the_message_with_a_readable_error(corpus_sett
     llm.responder = answer_with(ANSWER)
     for _ in range(5):
         llm.faults.append(Fault(status=500))
-    bot = await start_bot(corpus_settings, slack, llm=llm, retry_policy=RetryPolicy(max_retries=1, base_delay_s=0.01))
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack, llm=llm, retry_policy=RetryPolicy(max_retries=1, base_delay_s=0.01))
     event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
     await slack.send_event(event)
     [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
@@ -324,8 +321,7 @@ async def test_a_core_failure_ends_the_message_with_a_readable_error(corpus_sett
 
 @pytest.mark.parametrize("text", ["   ", "help"])
 async def test_a_bare_mention_or_help_explains_what_the_bot_does(corpus_settings, slack, bots, text) -> None:
-    bot = await start_bot(corpus_settings, slack)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack)
     event = slack.app_mention(text)
     await slack.send_event(event)
     [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
@@ -334,8 +330,7 @@ async def test_a_bare_mention_or_help_explains_what_the_bot_does(corpus_settings
 
 
 async def test_a_huge_message_gets_a_clear_message_and_loses_nothing(corpus_settings, slack, bots) -> None:
-    bot = await start_bot(corpus_settings, slack, max_message_chars=200)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack, max_message_chars=200)
     event = slack.app_mention("Why does my export fail? " + "details " * 60)
     await slack.send_event(event)
     [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
@@ -344,8 +339,7 @@ async def test_a_huge_message_gets_a_clear_message_and_loses_nothing(corpus_sett
 
 
 async def test_reset_starts_the_thread_over(corpus_settings, slack, bots) -> None:
-    bot = await start_bot(corpus_settings, slack)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack)
     first = slack.app_mention("What does the Enterprise plan cost?")
     await slack.send_event(first)
     await final_reply(slack, bot, CHANNEL, first["ts"])
@@ -360,8 +354,7 @@ async def test_reset_starts_the_thread_over(corpus_settings, slack, bots) -> Non
 
 async def test_the_model_cannot_ping_the_channel(corpus_settings, slack, llm, bots) -> None:
     llm.responder = answer_with("Hello <!channel> and <!here|here>, <@U0USER0002> and @everyone: timeouts are 30 s.")
-    bot = await start_bot(corpus_settings, slack, llm=llm)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack, llm=llm)
     event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
     await slack.send_event(event)
     [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
@@ -373,8 +366,7 @@ async def test_the_model_cannot_ping_the_channel(corpus_settings, slack, llm, bo
 
 
 async def test_feedback_clicks_are_recorded_with_the_session_key(corpus_settings, slack, bots) -> None:
-    bot = await start_bot(corpus_settings, slack)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack)
     event = slack.app_mention("What does the Enterprise plan cost?")
     await slack.send_event(event)
     [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
@@ -390,8 +382,7 @@ async def test_feedback_clicks_are_recorded_with_the_session_key(corpus_settings
 
 async def test_native_streaming_shows_the_agent_status_and_streams_the_answer(
         corpus_settings, slack, llm, bots) -> None:
-    bot = await start_bot(corpus_settings, slack, llm=llm, slack_streaming="native")
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack, llm=llm, slack_streaming="native")
     event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
     await slack.send_event(event)
     [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
@@ -405,8 +396,7 @@ async def test_native_streaming_shows_the_agent_status_and_streams_the_answer(
 
 async def test_native_streaming_falls_back_to_edits_when_the_workspace_refuses(corpus_settings, bots, llm) -> None:
     async with FakeSlack(streaming_enabled=False) as slack:
-        bot = await start_bot(corpus_settings, slack, llm=llm, slack_streaming="native")
-        bots.append(bot)
+        bot = await bots.start(corpus_settings, slack, llm=llm, slack_streaming="native")
         event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
         await slack.send_event(event)
         [reply] = await final_reply(slack, bot, CHANNEL, event["ts"])
@@ -418,8 +408,7 @@ async def test_native_streaming_falls_back_to_edits_when_the_workspace_refuses(c
 
 async def test_http_mode_verifies_signatures(corpus_settings, slack, bots) -> None:
     secret = "test-signing-secret"
-    bot = await start_bot(corpus_settings, slack, socket=False, slack_signing_secret=SecretStr(secret))
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack, socket=False, slack_signing_secret=SecretStr(secret))
     async with events_endpoint(bot) as url:
         event = slack.app_mention("What does the Enterprise plan cost?")
         status, _ = await slack.deliver_http(url, event, "wrong-secret")
@@ -461,8 +450,7 @@ async def test_stop_marks_a_reply_in_flight_as_interrupted(corpus_settings, slac
 
 
 async def test_an_archived_channel_stops_the_reply_without_minutes_of_retries(corpus_settings, slack, llm, bots) -> None:
-    bot = await start_bot(corpus_settings, slack, llm=llm)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack, llm=llm)
     slack.fail_next("chat.update", "is_archived", times=100)
     event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
     await slack.send_event(event)
@@ -481,8 +469,7 @@ async def test_http_mode_serves_slash_commands_and_button_clicks_on_the_same_end
     from tests.fakes.slack import sign_request
 
     secret = "test-signing-secret"
-    bot = await start_bot(corpus_settings, slack, socket=False, slack_signing_secret=SecretStr(secret))
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack, socket=False, slack_signing_secret=SecretStr(secret))
     async with events_endpoint(bot) as url, aiohttp.ClientSession() as session:
 
         async def post_form(fields: dict) -> tuple[int, str]:
@@ -515,8 +502,7 @@ async def test_http_mode_serves_slash_commands_and_button_clicks_on_the_same_end
 
 
 async def test_answers_keep_coming_after_slack_asks_the_socket_to_reconnect(corpus_settings, slack, bots) -> None:
-    bot = await start_bot(corpus_settings, slack)
-    bots.append(bot)
+    bot = await bots.start(corpus_settings, slack)
     opened = slack.connections_opened
     await slack.request_reconnect()  # Slack's `disconnect` message: the SDK opens a new connection by itself
     await slack.wait_for(lambda: slack.connections_opened > opened, timeout=15)

@@ -23,8 +23,8 @@ import contextlib
 import logging
 import re
 import time
-from collections import Counter, deque
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,7 +46,7 @@ from bots.discord.conversation import (
     thread_name,
 )
 from bots.discord.surface import NO_MENTIONS, ChannelSurface, DiscordSurface, InteractionSurface
-from bots.pacing import EditBudget, EditPacer
+from bots.pacing import ChannelBudgets, EditPacer
 from bots.streaming import ReplyOutcome, StreamingReply
 from core.events import Event
 from core.settings import Settings
@@ -83,39 +83,6 @@ class Inbound:
 
     kind: Literal["new", "thread", "dm", "reply"]
     session_key: str | None  # None for `new`: the thread (or the reply chain) decides it
-
-
-class ChannelBudgets:
-    """One `EditBudget` per channel, shared by every reply posting there; idle ones are dropped when many."""
-
-    def __init__(self, max_ops: int, window_s: float, keep: int = 256) -> None:
-        self.max_ops, self.window_s, self.keep = max_ops, window_s, keep
-        self._budgets: dict[int, EditBudget] = {}
-        self._users: Counter[int] = Counter()
-
-    @contextlib.contextmanager
-    def using(self, channel_id: int) -> Iterator[EditBudget]:
-        budget = self._budgets.get(channel_id)
-        if budget is None:
-            self._prune()
-            budget = self._budgets[channel_id] = EditBudget(self.max_ops, self.window_s)
-        self._users[channel_id] += 1
-        try:
-            yield budget
-        finally:
-            self._users[channel_id] -= 1
-            if self._users[channel_id] <= 0:
-                del self._users[channel_id]
-
-    def _prune(self) -> None:
-        if len(self._budgets) < self.keep:
-            return
-        for channel_id, budget in list(self._budgets.items()):
-            if channel_id not in self._users and budget.wait_time() == 0 and budget.ops_in_window() == 0:
-                del self._budgets[channel_id]
-
-    def __len__(self) -> int:
-        return len(self._budgets)
 
 
 class SwitchboardClient(discord.Client):

@@ -58,6 +58,11 @@ USAGE = (
 )
 
 
+def asks_for_help(question: str) -> bool:
+    """An empty question, or one that just says help: answered with USAGE, not sent to the core."""
+    return question.strip().lower().strip(" ?!.") in ("", "help")
+
+
 def session_key(team: str | None, channel: str, thread_ts: str) -> str:
     return f"slack:{team or '-'}:{channel}:{thread_ts}"
 
@@ -176,7 +181,7 @@ class SlackFrontend:
 
     async def _on_ask(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         question = (command.get("text") or "").strip()
-        if not question or question.lower() in ("help", "?"):
+        if asks_for_help(question):
             await ack(response_type="ephemeral", text=USAGE)
             return
         await ack()
@@ -237,7 +242,7 @@ class SlackFrontend:
         question = self.question_of(text)
         started = time.monotonic()
         try:
-            if not question or question.lower().strip(" ?!.") == "help":  # a bare mention: say what it can do
+            if asks_for_help(question):  # a bare mention: say what it can do
                 await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=USAGE)
                 return
             if question.lower().strip(" .!") in RESET_WORDS:

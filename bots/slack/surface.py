@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.metrics import RATE_LIMITED
-from bots.pacing import EditBudget
+from bots.pacing import ChannelBudgets, EditBudget
 from bots.slack.mrkdwn import defuse_broadcasts, escape, to_mrkdwn
 from bots.splitting import split_markdown
 from bots.streaming import MessageTooLong, RateLimited, ReplyView, SurfaceGone, render_plain
@@ -42,13 +42,7 @@ class SlackLimits:
                  post_window_s: float = 3.0) -> None:
         # 10 per 12 s is Tier 3's 50 a minute, never more than Slack's bucket lets through at once.
         self.updates = EditBudget(updates_per_window, window_s)
-        self._post_args = (posts_per_channel, post_window_s)
-        self._posts: dict[str, EditBudget] = {}
-
-    def posts(self, channel: str) -> EditBudget:
-        if channel not in self._posts:
-            self._posts[channel] = EditBudget(*self._post_args)
-        return self._posts[channel]
+        self.posts = ChannelBudgets(posts_per_channel, post_window_s)
 
 
 def render_slack(view: ReplyView) -> str:
@@ -97,23 +91,23 @@ class SlackThreadSurface:
     finalize_sets_text = True  # the final chat.update carries text and blocks at once
 
     def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str, session_key: str, *,
-                 limits: SlackLimits, max_chars: int = 3900,
-                 on_rate_limited: Callable[[], None] | None = None) -> None:
+                 limits: SlackLimits, max_chars: int = 3900) -> None:
         self.client = client
         self.channel = channel
         self.thread_ts = thread_ts
         self.session_key = session_key
         self.limits = limits
         self.max_chars = max_chars
-        self._on_rate_limited = on_rate_limited
 
     def render(self, view: ReplyView) -> str:
         return render_slack(view)
 
     async def post(self, text: str) -> str:
-        async with self.limits.posts(self.channel).slot():
-            response = await self._call(self.client.chat_postMessage, channel=self.channel, thread_ts=self.thread_ts,
-                                        text=text, unfurl_links=False, unfurl_media=False)
+        with self.limits.posts.using(self.channel) as budget:
+            async with budget.slot():
+                response = await self._call(self.client.chat_postMessage, channel=self.channel,
+                                            thread_ts=self.thread_ts, text=text, unfurl_links=False,
+                                            unfurl_media=False)
         return str(response["ts"])
 
     async def edit(self, handle: str, text: str) -> None:
@@ -136,8 +130,6 @@ class SlackThreadSurface:
             retry_after = rate_limit_of(error)
             if retry_after is not None:
                 RATE_LIMITED.labels(platform="slack").inc()
-                if self._on_rate_limited is not None:
-                    self._on_rate_limited()
                 raise RateLimited(retry_after) from error
             if error.response.get("error") == "msg_too_long":
                 raise MessageTooLong() from error
