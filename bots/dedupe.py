@@ -34,6 +34,9 @@ class RecentKeys:
         while len(self._keys) > self.capacity:
             self._keys.popitem(last=False)
 
+    def discard(self, key: Hashable) -> None:
+        self._keys.pop(key, None)
+
     def __contains__(self, key: Hashable) -> bool:
         return key in self._keys
 

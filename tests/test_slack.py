@@ -176,6 +176,17 @@ async def test_a_follow_up_in_the_thread_is_answered_without_a_mention_and_remem
     assert "keeps timing out" in prompt  # the first question is in the second turn's prompt
 
 
+async def test_a_mention_makes_a_thread_the_bot_had_left_alone_its_own(corpus_settings, slack, bots) -> None:
+    bot = await bots.start(corpus_settings, slack)
+    top = slack.channel_message("how do refunds work here?")
+    await slack.send_event(slack.thread_message("no idea", thread_ts=top["ts"]))  # looked up: not ours
+    await slack.send_event(slack.app_mention("What is the refund policy?", thread_ts=top["ts"]))
+    await final_reply(slack, bot, CHANNEL, top["ts"])
+    await slack.send_event(slack.thread_message("and for annual plans?", thread_ts=top["ts"]))
+    await final_reply(slack, bot, CHANNEL, top["ts"], count=2)  # the follow-up needs no mention now
+    assert len(slack.bot_messages(CHANNEL, top["ts"])) == 2
+
+
 async def test_a_thread_the_bot_never_answered_is_left_alone(corpus_settings, slack, bots) -> None:
     bot = await bots.start(corpus_settings, slack)
     top = slack.channel_message("team lunch at noon?")

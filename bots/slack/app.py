@@ -90,6 +90,7 @@ class SlackFrontend:
         self._handler: AsyncSocketModeHandler | None = None
         self._seen = RecentKeys()
         self._threads = RecentKeys(50_000)  # threads answered lately; older ones are found in the checkpoints
+        self._not_ours = RecentKeys(50_000)  # threads looked up and found to be other people's conversations
         self._tasks: set[asyncio.Task[Any]] = set()
         self.outcomes: list[ReplyOutcome] = []  # recent reply outcomes (benchmarks and tests read them)
         self._register()
@@ -218,11 +219,16 @@ class SlackFrontend:
         return self._seen.first_time(body.get("event_id"), (event.get("channel"), event.get("ts")))
 
     async def _is_our_thread(self, key: str) -> bool:
+        """Checked on every thread reply in every channel the bot is in, so the checkpoint store is read once
+        per thread: a thread found not to be ours stays so until a mention makes the bot answer in it."""
         if key in self._threads:
             return True
+        if key in self._not_ours:
+            return False
         if await self.orchestrator.session_info(key) is not None:  # answered before a restart
             self._threads.add(key)
             return True
+        self._not_ours.add(key)
         return False
 
     def _spawn(self, coroutine: Any) -> None:
@@ -239,6 +245,7 @@ class SlackFrontend:
     async def _answer(self, team: str | None, channel: str, thread_ts: str, text: str, user: str | None) -> None:
         key = session_key(team, channel, thread_ts)
         self._threads.add(key)
+        self._not_ours.discard(key)
         question = self.question_of(text)
         started = time.monotonic()
         try:
