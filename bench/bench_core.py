@@ -20,13 +20,11 @@ FAKE_TTFT_S = 0.2
 async def _measure(data_dir: Path) -> dict[str, float]:
     from core.events import Token
     from core.orchestrator import build_orchestrator
-    from knowledge.base import open_store
-    from knowledge.embeddings import local_model
-    from knowledge.ingest import ingest
-    from tests.conftest import DOCS, make_settings
+    from bench.corpus import ingested_copy
+    from tests.conftest import make_settings
     from tests.fakes.openai_server import FakeOpenAI
 
-    ingest([DOCS], open_store(make_settings(data_dir), local_model()))
+    ingested_copy(data_dir)
     async with FakeOpenAI(ttft_s=FAKE_TTFT_S, tokens_per_s=50) as fake:
         settings = make_settings(data_dir, llm_provider="openai", openai_base_url=fake.base_url,
                                  openai_api_key="sk-bench")

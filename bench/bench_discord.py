@@ -42,14 +42,12 @@ def _first_text_at(fake, channel_id: int, after: float) -> float:
 async def _measure(data_dir: Path) -> dict[str, float]:
     from bots.discord.bot import DiscordFrontend
     from core.orchestrator import build_orchestrator
-    from knowledge.base import open_store
-    from knowledge.embeddings import local_model
-    from knowledge.ingest import ingest
-    from tests.conftest import DOCS, make_settings
+    from bench.corpus import ingested_copy
+    from tests.conftest import make_settings
     from tests.fakes.discord import FakeDiscord
     from tests.fakes.openai_server import FakeOpenAI
 
-    ingest([DOCS], open_store(make_settings(data_dir), local_model()))
+    ingested_copy(data_dir)
     async with FakeOpenAI(ttft_s=FAKE_TTFT_S, tokens_per_s=TOKENS_PER_S) as llm, FakeDiscord() as fake:
         core = await build_orchestrator(make_settings(data_dir, llm_provider="openai", openai_base_url=llm.base_url,
                                                       openai_api_key="sk-bench"))

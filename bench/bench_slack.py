@@ -36,14 +36,12 @@ async def _measure(data_dir: Path) -> dict[str, float]:
     from bots.slack.app import SlackFrontend
     from bots.slack.mrkdwn import to_mrkdwn
     from core.orchestrator import build_orchestrator
-    from knowledge.base import open_store
-    from knowledge.embeddings import local_model
-    from knowledge.ingest import ingest
-    from tests.conftest import DOCS, make_settings
+    from bench.corpus import ingested_copy
+    from tests.conftest import make_settings
     from tests.fakes.openai_server import FakeOpenAI, Reply, default_responder, requested_schema
     from tests.fakes.slack import CHANNEL, FakeSlack
 
-    ingest([DOCS], open_store(make_settings(data_dir), local_model()))
+    ingested_copy(data_dir)
     async with FakeOpenAI(ttft_s=FAKE_TTFT_S, tokens_per_s=TOKENS_PER_S) as llm, FakeSlack() as slack:
         llm.responder = lambda body: default_responder(body) if requested_schema(body) or body.get("tools") \
             else Reply(text=ANSWER)

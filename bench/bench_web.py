@@ -123,13 +123,11 @@ async def _measure(data_dir: Path) -> dict[str, float]:
     from aiohttp import ClientSession, TCPConnector
 
     from core.orchestrator import build_orchestrator
-    from knowledge.base import open_store
-    from knowledge.embeddings import local_model
-    from knowledge.ingest import ingest
-    from tests.conftest import DOCS, make_settings
+    from bench.corpus import ingested_copy
+    from tests.conftest import make_settings
     from tests.fakes.openai_server import FakeOpenAI
 
-    ingest([DOCS], open_store(make_settings(data_dir), local_model()))
+    ingested_copy(data_dir)
 
     # 1. Sequential, everything in this process: HTTP vs direct time to first token, same question, paired.
     #    (Different suffixes, so neither side profits from the other's query-embedding cache.)
