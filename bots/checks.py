@@ -1,5 +1,5 @@
 """`switchboard doctor` checks for the chat front-ends: settings consistency, and whether Slack and Discord
-accept the tokens. Registered from `bots.run.register`, so the core stays free of platform code."""
+accept the tokens. `switchboard.doctor` runs them after the core's, so the core stays free of platform code."""
 
 from __future__ import annotations
 
@@ -57,8 +57,4 @@ async def check_discord(settings: Settings) -> list[CheckResult]:
     return [CheckResult("discord", True, f"bot {body.get('username')} (intents are checked when it connects)")]
 
 
-def register_checks() -> None:
-    from core.doctor import register_check
-
-    for check in (check_chat_settings, check_slack, check_discord):
-        register_check(check)
+CHAT_CHECKS = (check_chat_settings, check_slack, check_discord)

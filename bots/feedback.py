@@ -52,37 +52,3 @@ def summarize(rows: list[dict], recent: int = 10) -> dict:
     return {"total": len(rows), "by_frontend": by_frontend,
             "recent_down": [{"at": r.get("at"), "session_key": r.get("session_key"), "user": r.get("user")}
                             for r in reversed(downs)]}
-
-
-def feedback_command(as_json: bool = False, recent: int = 10) -> None:
-    """Show the 👍/👎 votes recorded so far and the latest 👎 conversations (their session keys)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from core.settings import load_settings
-
-    summary = summarize(read_feedback(load_settings().data_dir), recent)
-    console = Console()
-    if as_json:
-        console.print_json(data=summary)
-        return
-    if not summary["total"]:
-        console.print("No feedback yet: votes appear here once people click 👍/👎 under answers in Slack.")
-        return
-    table = Table("front-end", "👍", "👎", title=f"{summary['total']} votes")
-    for frontend, counts in sorted(summary["by_frontend"].items()):
-        table.add_row(frontend, str(counts["up"]), str(counts["down"]))
-    console.print(table)
-    for row in summary["recent_down"]:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["at"] or 0))
-        console.print(f"👎 {when}  {row['session_key']}  (by {row['user']})")
-
-
-def register(app) -> None:  # noqa: ANN001 - a typer.Typer
-    import typer
-
-    @app.command(name="feedback")
-    def feedback(as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-                 recent: int = typer.Option(10, help="How many of the latest 👎 to list.")) -> None:
-        """Show the 👍/👎 votes recorded so far and the latest 👎 conversations."""
-        feedback_command(as_json, recent)

@@ -22,7 +22,7 @@ ERRORS = Counter(
     registry=REGISTRY,
 )
 FIRST_TOKEN = Histogram(
-    "switchboard_first_token_seconds", "Time from a question to the first answer token", ["frontend"],
+    "switchboard_first_token_seconds", "Time from a question to the first answer text visible to the user", ["frontend"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=REGISTRY,
 )
 RATE_LIMITED = Counter(
@@ -39,3 +39,18 @@ FEEDBACK = Counter(
 def render() -> bytes:
     """The registry in Prometheus text format."""
     return generate_latest(REGISTRY)
+
+
+def record_reply(frontend: str, *, status: str, agent: str | None, error_code: str | None,
+                 first_token_s: float | None) -> None:
+    """Count one finished reply, the same way on every front-end.
+
+    `first_token_s` is question → first answer text *visible to the user* (on the platform, or written to the
+    SSE stream); None when no text was ever shown.
+    """
+    if status == "done":
+        REPLIES.labels(frontend, agent or "unknown").inc()
+    else:
+        ERRORS.labels(frontend, error_code or status).inc()
+    if first_token_s is not None:
+        FIRST_TOKEN.labels(frontend).observe(max(0.0, first_token_s))

@@ -1,13 +1,17 @@
-"""How fast a reply may edit its messages: pure maths over an injected clock, waiting through an injected sleep.
+"""How fast a reply may write to a platform: pure maths over an injected clock, waiting through an injected sleep.
 
-Two limits, because the platforms have two kinds:
+This module is the one owner of pacing and of what a 429 means. Two kinds of limit, because the platforms have
+two kinds:
 - `EditPacer` — a minimum interval between two edits of one reply (Slack: about one `chat.update` a second per
   message). One pacer per reply; it only answers "how long until the next edit may go".
-- `EditBudget` — at most `max_ops` creates/edits in any `window_s` seconds, shared by every reply posting to the
-  same place (Discord: 5 per 5 s per channel). Keep one per channel and pass it to every reply there. A 429
-  from the platform (`note_rate_limited`) blocks every user of the budget until it has passed.
+- `Budget` — at most `max_ops` writes in any `window_s` seconds, shared by every reply writing to the same
+  place (Discord: 5 per 5 s per channel; Slack: the workspace's `chat.update` budget, and posts per channel). A
+  429 from the platform (`note_rate_limited`) blocks every user of the budget until it has passed.
+  `EditBudget` is the in-process implementation; a shared store (Redis, for replicas) can implement the same
+  protocol, and `BudgetPool` hands out one per key (channel, workspace).
+- `retry_after_of(headers)` — the one parser of `Retry-After` (and Discord's `X-RateLimit-Reset-After`).
 
-Neither object does I/O; tests drive both with a fake clock and never sleep for real.
+Nothing here does I/O; tests drive it with a fake clock and never sleep for real.
 """
 
 from __future__ import annotations
@@ -16,11 +20,29 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol, runtime_checkable
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+DEFAULT_RETRY_AFTER_S = 1.0
+RETRY_AFTER_HEADERS = ("X-RateLimit-Reset-After", "Retry-After")  # Discord's precise value first
+
+
+def retry_after_of(headers: Mapping[str, Any] | None, default: float = DEFAULT_RETRY_AFTER_S) -> float:
+    """Seconds a 429 asks to wait, from its headers (case-insensitive; a list value takes its first item)."""
+    if headers:
+        lowered = {str(name).lower(): value for name, value in headers.items()}
+        for name in RETRY_AFTER_HEADERS:
+            raw = lowered.get(name.lower())
+            if isinstance(raw, (list, tuple)):
+                raw = raw[0] if raw else None
+            try:
+                return max(0.0, float(raw))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                continue
+    return default
 
 
 class EditPacer:
@@ -41,6 +63,20 @@ class EditPacer:
     def record(self, now: float) -> None:
         """An edit went out at `now`."""
         self.last_edit_at = now
+
+
+@runtime_checkable
+class Budget(Protocol):
+    """Writes shared by every reply writing to one place. The renderer is its only caller."""
+
+    def wait_time(self) -> float:
+        """Seconds until one more write fits (0 when it fits now)."""
+
+    def slot(self) -> AbstractAsyncContextManager[None]:
+        """Wait for room, then count the write made inside the block."""
+
+    def note_rate_limited(self, retry_after: float) -> None:
+        """The platform answered 429: nobody sharing this budget may write before `retry_after` has passed."""
 
 
 class _Op:
@@ -120,21 +156,25 @@ class EditBudget:
         return self._blocked_until
 
 
-class ChannelBudgets:
-    """One `EditBudget` per channel, shared by every reply posting there; idle ones are dropped when there are
-    more than `keep`, so a bot in thousands of channels holds budgets only for the busy ones."""
+class BudgetPool:
+    """One `EditBudget` per key (a channel, a workspace), shared by every reply writing there. Idle ones are
+    dropped when there are more than `keep`, so a bot in thousands of channels holds budgets only for the busy
+    ones. A shared-store implementation for replicas offers the same `using(key)`."""
 
-    def __init__(self, max_ops: int, window_s: float, keep: int = 256) -> None:
+    def __init__(self, max_ops: int, window_s: float, keep: int = 256, *, clock: Clock = time.monotonic,
+                 sleep: Sleep = asyncio.sleep) -> None:
         self.max_ops, self.window_s, self.keep = max_ops, window_s, keep
+        self._clock, self._sleep = clock, sleep
         self._budgets: dict[Hashable, EditBudget] = {}
         self._users: Counter[Hashable] = Counter()
 
     @contextlib.contextmanager
     def using(self, channel_id: Hashable) -> Iterator[EditBudget]:
+        """The key's budget, kept alive (never pruned) while the block runs."""
         budget = self._budgets.get(channel_id)
         if budget is None:
             self._prune()
-            budget = self._budgets[channel_id] = EditBudget(self.max_ops, self.window_s)
+            budget = self._budgets[channel_id] = EditBudget(self.max_ops, self.window_s, self._clock, self._sleep)
         self._users[channel_id] += 1
         try:
             yield budget
@@ -142,6 +182,12 @@ class ChannelBudgets:
             self._users[channel_id] -= 1
             if self._users[channel_id] <= 0:
                 del self._users[channel_id]
+
+    def note_rate_limited(self, key: Hashable, retry_after: float) -> None:
+        """A 429 seen outside the renderer (a client library's own retry) for `key`: hold its users back."""
+        budget = self._budgets.get(key)
+        if budget is not None:
+            budget.note_rate_limited(retry_after)
 
     def _prune(self) -> None:
         if len(self._budgets) < self.keep:

@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _OPENER = re.compile(r"^( {0,3})(`{3,})([^`\n]*)$")
@@ -111,14 +112,17 @@ def close_open_fence(text: str) -> str:
     return text.rstrip("\n") + "\n" + fences[-1].closer
 
 
-def _boundary(text: str, lo: int, hi: int) -> tuple[int, int] | None:
-    """The best cut in text[lo:hi]: (end of the part, start of the rest), or None if there is no break."""
+def _boundary(text: str, lo: int, hi: int, allowed: Callable[[int], bool] = lambda _: True,
+              separators: tuple[tuple[str, int], ...] = _BOUNDARIES) -> tuple[int, int] | None:
+    """The best cut in text[lo:hi] whose part end is `allowed`: (end of the part, start of the rest), or None."""
     for floor in (max(lo, hi // 2), lo):
-        for separator, kept in _BOUNDARIES:
+        for separator, kept in separators:
             # The dropped part of a separator may lie just past the limit; the kept part may not.
             found = text.rfind(separator, floor, hi + len(separator) - kept)
-            if found >= floor:
-                return found + kept, found + len(separator)
+            while found >= floor:
+                if allowed(found + kept):
+                    return found + kept, found + len(separator)
+                found = text.rfind(separator, floor, found + len(separator) - 1)
     return None
 
 
@@ -130,36 +134,55 @@ def _fence_at(fences: list[Fence], position: int) -> Fence | None:
 
 
 def cut_markdown(text: str, limit: int) -> Cut:
-    """Cut the first part (at most `limit` characters) off `text`; the whole text when it already fits."""
+    """Cut the first part (at most `limit` characters) off `text`; the whole text when it already fits.
+
+    Raises ValueError when the text starts with a code block and `limit` leaves no room for a line of it
+    between its opening line and a closing fence.
+    """
     if len(text) <= limit:
         return Cut(text, len(text))
     fences = scan_fences(text)
-    # A text that starts with a fence (as a reopened part does) must carry some of that block's content.
-    lo = fences[0].content_start + 1 if fences and not text[: fences[0].start].strip() else 1
-    found = _boundary(text, lo, limit)
+    # The block the limit falls in, if any (an unclosed one runs to the end of the text, which is past it).
+    straddling = next((f for f in fences if f.start < limit and (f.end is None or f.end > limit)), None)
+    if straddling is not None:
+        if text[: straddling.start].strip():
+            # Whether it fits in one message or not, the block starts the next part: cut just before it. A block
+            # still streaming is cut the same way whatever it grows into, so a part sealed now never changes.
+            return _plain(text, straddling.start, straddling.start)
+        return _split_block(text, limit, straddling)
+    # The limit falls outside every block: cut in the prose, never inside a block that ends within this part.
+    found = _boundary(text, 1, limit, lambda position: _fence_at(fences, position) is None)
     end, resume = found if found else (limit, limit)
-    fence = _fence_at(fences, end)
-    if fence is None:
-        return _plain(text, end, resume)
-    text_before = bool(text[: fence.start].strip())
-    if text_before and fence.end is not None and fence.end - fence.start <= limit:
-        return _plain(text, fence.start, fence.start)  # the whole block fits in the next part: cut before it
-    # Cut inside the block, leaving room for a closing fence line.
-    room = limit - len(fence.closer) - 1
-    inner_lo = max(lo, fence.content_start + 1)
-    if room < inner_lo:
-        if text_before:
-            return _plain(text, fence.start, fence.start)
+    return _plain(text, end, resume)
+
+
+def _split_block(text: str, limit: int, fence: Fence) -> Cut:
+    """Cut a code block that starts `text` and does not fit: at a line end (a blank line in the second half of
+    the part preferred), mid-line only in a line too long for any part; the part is closed with a fence line and
+    the rest reopens the block with its opening line."""
+    room = limit - len(fence.closer) - 1  # the part's own text, before "\n" + closing fence
+    lo = fence.content_start + 1  # a part carries at least some of the block's content
+    if room < lo:
         raise ValueError(f"limit {limit} is too small to split a code block opened by {fence.opener!r}")
-    found = _boundary(text, inner_lo, room)
-    end, resume = found if found else (room, room)
-    inner = _fence_at(fences, end)
-    if inner is None:  # the best cut fell outside any block after all
-        return _plain(text, end, resume)
-    if inner.end is not None and inner.end <= limit and not text[resume : inner.end].strip(" \n`"):
-        return _plain(text, inner.end, inner.end)  # only the closing line was left: keep the real one
+    found = _line_end(text, lo, room)
+    if found is not None and fence.end is not None:
+        closing_line = text.rfind("\n", 0, fence.end) + 1
+        if not text[found[1]: closing_line].strip():  # only the closing line would be left: cut a line earlier
+            found = _line_end(text, lo, found[0] - 1) or found
+    if found is None:  # one line longer than any part can hold
+        found = _boundary(text, lo, room) or (room, room)
+    end, resume = found
     head = text[:end].rstrip("\n")
-    return Cut(f"{head}\n{inner.closer}", resume, inner.opener + "\n")
+    return Cut(f"{head}\n{fence.closer}", resume, fence.opener + "\n")
+
+
+def _line_end(text: str, lo: int, hi: int) -> tuple[int, int] | None:
+    """The last line end in text[lo:hi+1] (a blank line, dropped, if there is one in the second half)."""
+    blank = text.rfind("\n\n", max(lo, hi // 2), hi + 2)
+    if blank >= lo:
+        return blank, blank + 2
+    line = text.rfind("\n", lo, hi + 1)
+    return (line, line + 1) if line >= lo else None
 
 
 def _plain(text: str, end: int, resume: int) -> Cut:

@@ -1,4 +1,5 @@
-"""`switchboard doctor`: what is configured, and whether each dependency works, with the fix when it does not."""
+"""`switchboard doctor`, the core's part: what is configured, and whether each dependency of the core works, with
+the fix when it does not. The command itself (and the front-ends' checks) is wired in `switchboard.doctor`."""
 
 from __future__ import annotations
 
@@ -101,33 +102,6 @@ async def check_llm(settings: Settings) -> CheckResult:
     return CheckResult("language model", True, f"{settings.openai_model} at {settings.openai_base_url or 'OpenAI'}")
 
 
-Check = Callable[[Settings], Awaitable[CheckResult]]
-EXTRA_CHECKS: list[Check] = []  # contributed by packages the core does not know (the chat front-ends)
-
-
-def register_check(check: Check) -> Check:
-    """Add a check to `switchboard doctor` (front-ends register theirs when the CLI loads them)."""
-    if check not in EXTRA_CHECKS:
-        EXTRA_CHECKS.append(check)
-    return check
-
-
-async def run_checks(settings: Settings) -> list[CheckResult]:
-    results = [
-        await check_embeddings(settings),
-        await check_store(settings),
-        await check_checkpoints(settings),
-        await check_llm(settings),
-    ]
-    for check in EXTRA_CHECKS:
-        results.extend(await _each(check, settings))
-    return results
-
-
-async def _each(check: Check, settings: Settings) -> list[CheckResult]:
-    try:
-        result = await check(settings)
-    except Exception as exc:  # noqa: BLE001 - a broken check must not hide the others
-        return [CheckResult(getattr(check, "__name__", "check"), False, f"the check itself failed: {exc}",
-                            "report this as a bug")]
-    return list(result) if isinstance(result, list) else [result]
+Check = Callable[[Settings], Awaitable[CheckResult | list[CheckResult]]]
+CORE_CHECKS: tuple[Check, ...] = (check_embeddings, check_store, check_checkpoints, check_llm)
+"""The core's checks, in the order `switchboard doctor` shows them (`switchboard.doctor` adds the front-ends')."""

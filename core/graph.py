@@ -1,4 +1,4 @@
-"""The LangGraph graph: a router node, then one node per agent.
+"""The LangGraph graph: a router node, then one node per agent of the registry (the agents file).
 
 State is small and checkpointed per thread (`thread_id` = session key): the messages, the thread's current
 agent, the agents used and two timestamps. Everything that matters only for the current turn (the routing
@@ -10,6 +10,7 @@ text in front of a user; the router's structured decision is never streamed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,15 +24,15 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
 from langgraph.types import Command
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from core.agents import AGENTS, AgentSpec
 from core.knowledge_port import KnowledgeBase
 from core.offline import compose_offline_answer, stream_pieces
-from core.prompts import ROUTER_SYSTEM_PROMPT, agent_system_prompt, user_turn
+from core.prompts import agent_system_prompt, router_system_prompt, user_turn
 from core.retry import RetryPolicy, StreamFailed, call_with_retries, stream_with_retries
 from core.router import RouteDecision, SemanticRouter
 from core.settings import Settings
+from knowledge.agents import AgentRegistry, AgentSpec
 from knowledge.types import Passage
 
 MIN_SOURCE_SCORE = 0.30
@@ -73,8 +74,22 @@ class TurnContext:
 class RouteChoice(BaseModel):
     """The language model's routing decision (structured output)."""
 
-    agent: Literal["billing", "technical", "policy"] = Field(description="The specialist that should answer.")
+    # `route_choice_model` narrows `agent` to the registry's names (a JSON-schema enum), so the model can only
+    # answer with an agent that exists; this docstring is the tool description the model reads.
+
+    agent: str = Field(description="The specialist that should answer.")
     reason: str = Field(default="", description="A few words on why.")
+
+
+@functools.lru_cache(maxsize=8)
+def route_choice_model(names: tuple[str, ...]) -> type[RouteChoice]:
+    """`RouteChoice` with `agent` as a `Literal` of these names (a JSON-schema enum); built once per agent list."""
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "RouteChoice",
+        __base__=RouteChoice,
+        __doc__=RouteChoice.__doc__,
+        agent=(Literal[tuple(names)], Field(description="The specialist that should answer.")),
+    )
 
 
 @dataclass
@@ -82,6 +97,7 @@ class Brain:
     """Everything the nodes need, injected once; the graph has no globals."""
 
     settings: Settings
+    agents: AgentRegistry
     router: SemanticRouter
     knowledge: KnowledgeBase
     llm: BaseChatModel | None
@@ -123,13 +139,13 @@ def build_graph(brain: Brain, checkpointer: Any) -> Any:
         decision = await decide_route(brain, question, previous, ctx.session_key)
         ctx.decision = decision
         ctx.route_ms = (time.perf_counter() - started) * 1000
-        spec = AGENTS[decision.agent]
+        spec = brain.agents[decision.agent]
         writer({"kind": "agent", "name": spec.name, "label": spec.label, "reason": decision.reason})
         return Command(goto=spec.name, update={"agent": spec.name})
 
     builder = StateGraph(ConversationState, context_schema=TurnContext)
-    builder.add_node("router", route, destinations=tuple(AGENTS))
-    for spec in AGENTS.values():
+    builder.add_node("router", route, destinations=brain.agents.names)
+    for spec in brain.agents.values():
         builder.add_node(spec.name, _agent_node(brain, spec))
         builder.add_edge(spec.name, END)
     builder.add_edge(START, "router")
@@ -148,10 +164,9 @@ async def _ask_llm_to_route(
     brain: Brain, question: str, previous: str | None, semantic: RouteDecision, session_key: str
 ) -> RouteDecision:
     assert brain.llm is not None
-    chooser = brain.llm.with_structured_output(RouteChoice, method="function_calling").with_config(
-        tags=["nostream"]
-    )
-    system = ROUTER_SYSTEM_PROMPT + (f"\nThe conversation's current agent is {previous}." if previous else "")
+    schema = route_choice_model(brain.agents.names)
+    chooser = brain.llm.with_structured_output(schema, method="function_calling").with_config(tags=["nostream"])
+    system = router_system_prompt(brain.agents, previous)
     try:
         choice = await call_with_retries(
             lambda: chooser.ainvoke([SystemMessage(system), HumanMessage(question)]),
@@ -162,7 +177,7 @@ async def _ask_llm_to_route(
     except StreamFailed:
         # The semantic router's best guess is still a good answer; routing must not fail the turn.
         return semantic
-    if not isinstance(choice, RouteChoice) or choice.agent not in AGENTS:
+    if not isinstance(choice, RouteChoice) or choice.agent not in brain.agents:
         return semantic
     return RouteDecision(
         agent=choice.agent,
@@ -243,6 +258,7 @@ async def _stream_llm_answer(
     assert brain.llm is not None
     system = agent_system_prompt(
         spec,
+        brain.agents,
         company=settings.company_name,
         support_email=settings.support_email,
         cached_text=cached.text if cached else "",

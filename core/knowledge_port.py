@@ -1,24 +1,16 @@
 """What the core needs from the knowledge base, as a protocol, so the brain can be tested with any store.
 
-`knowledge/` provides the real implementation (Chroma retrieval and cached documents); the core never imports
-Chroma itself.
+`knowledge/` provides the real implementation (Chroma retrieval and cached documents) and owns the value types
+(`Passage`, `CachedContext`); the core never imports Chroma itself, and `knowledge/` never imports the core.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from knowledge.types import Passage
+from knowledge.types import CachedContext, Passage
 
-
-@dataclass(frozen=True, slots=True)
-class CachedContext:
-    """Whole documents an agent keeps in its prompt (CAG), in a stable order so the prefix caches."""
-
-    text: str
-    tokens: int
-    sources: tuple[str, ...] = field(default_factory=tuple)
+__all__ = ["CachedContext", "KnowledgeBase", "Passage"]
 
 
 class KnowledgeBase(Protocol):
@@ -27,3 +19,6 @@ class KnowledgeBase(Protocol):
 
     def cached_context(self, agent: str) -> CachedContext | None:
         """The agent's cached documents, or None when it keeps none."""
+
+    def counts(self) -> dict[str, int]:
+        """Chunks per agent (for health and start-up checks)."""

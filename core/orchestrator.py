@@ -19,14 +19,15 @@ from typing import Any
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
-from core.agents import AGENTS
 from core.events import Agent, Complete, Error, Event, SourceRef, Sources, Start, Token
 from core.graph import Brain, TurnContext, build_graph, decide_route
+from core.health import HealthReport, probe
 from core.knowledge_port import KnowledgeBase
 from core.retry import USER_MESSAGES, RetryPolicy
 from core.router import RouteDecision, SemanticRouter
 from core.sessions import KeyedLocks, SessionInfo
 from core.settings import Settings
+from knowledge.agents import AgentRegistry, load_agents
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,18 @@ class Orchestrator:
         self._on_close = on_close
 
     @property
+    def agents(self) -> AgentRegistry:
+        """The agents this orchestrator routes to (from the agents file): front-ends read their help texts here."""
+        return self.brain.agents
+
+    @property
     def mode(self) -> str:
         return "offline" if self.brain.llm is None else "openai"
 
     def validate(self, text: str) -> str | None:
         """A user-facing reason the message cannot be answered, or None when it can."""
         if not text:
-            return "Your message is empty. Ask me a question about billing, the API, or our policies."
+            return f"Your message is empty. Ask me a question about {self.agents.topics_sentence()}."
         if len(text) > self.settings.max_message_chars:
             return (
                 f"Your message is {len(text):,} characters long; the limit is "
@@ -147,6 +153,11 @@ class Orchestrator:
             updated_at=values.get("updated_at"),
         )
 
+    async def health(self) -> HealthReport:
+        """Whether the knowledge store (chunks per agent) and the checkpoints can be read, for `/health` and
+        the start-up check of `switchboard run`."""
+        return await probe(self.mode, self.brain.knowledge, self.checkpointer)
+
     async def reset(self, session_key: str) -> None:
         """Forget a session's conversation (its checkpoints)."""
         async with self._locks.hold(session_key):
@@ -189,10 +200,15 @@ async def build_orchestrator(
     llm: BaseChatModel | None | str = "auto",
     retry_policy: RetryPolicy | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    agents: AgentRegistry | None = None,
 ) -> Orchestrator:
-    """Wire the real parts from settings; tests may pass any of them in."""
+    """Wire the real parts from settings; tests may pass any of them in.
+
+    The agents come from `settings.agents_file` (None: the shipped knowledge/agents.yml) unless given; a bad
+    file raises `knowledge.agents.AgentsFileError`, whose message is the fix."""
     from core.llm import build_chat_model
 
+    agents = agents if agents is not None else load_agents(settings.agents_file)
     if embedder is None:
         from knowledge.embeddings import make_embedder
 
@@ -200,12 +216,13 @@ async def build_orchestrator(
     if knowledge is None:
         from knowledge.base import open_knowledge_base
 
-        knowledge = open_knowledge_base(settings, embedder)
+        knowledge = open_knowledge_base(settings, embedder, agents)
     chat_model = build_chat_model(settings) if llm == "auto" else llm
-    router = build_router(settings, embedder, knowledge)
+    router = build_router(settings, embedder, knowledge, agents)
     checkpointer, close = await open_checkpointer(settings)
     brain = Brain(
         settings=settings,
+        agents=agents,
         router=router,
         knowledge=knowledge,
         llm=chat_model,  # type: ignore[arg-type]
@@ -215,9 +232,11 @@ async def build_orchestrator(
     return Orchestrator(settings, brain, checkpointer, on_close=close)
 
 
-def build_router(settings: Settings, embedder: Any, knowledge: KnowledgeBase | None) -> SemanticRouter:
+def build_router(
+    settings: Settings, embedder: Any, knowledge: KnowledgeBase | None, agents: AgentRegistry
+) -> SemanticRouter:
     return SemanticRouter(
-        AGENTS,
+        agents,
         embed_texts=embedder.embed_documents,
         embed_query=embedder.embed_query,
         probe=knowledge.retrieve if knowledge is not None else None,

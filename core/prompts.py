@@ -7,19 +7,38 @@ the final user turn, after the history.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from core.agents import AGENTS, AgentSpec
+from knowledge.agents import AgentSpec
 from knowledge.types import Passage
 
 
-def agent_system_prompt(spec: AgentSpec, *, company: str, support_email: str, cached_text: str = "") -> str:
-    others = ", ".join(f"{a.label} ({a.lane[len('You answer '):].rstrip('.')})" for a in AGENTS.values() if a is not spec)
+def _lane_summary(spec: AgentSpec) -> str:
+    """"questions about plans, prices…" from the lane "You answer questions about plans, prices…."."""
+    lane = spec.lane.rstrip(".")
+    return lane[len("You answer "):] if lane.startswith("You answer ") else lane
+
+
+def agent_system_prompt(
+    spec: AgentSpec,
+    agents: Mapping[str, AgentSpec],
+    *,
+    company: str,
+    support_email: str,
+    cached_text: str = "",
+) -> str:
+    """The agent's system prompt; `agents` (the registry) names the other specialists it can hand off to."""
+    others = ", ".join(f"{a.label} ({_lane_summary(a)})" for a in agents.values() if a.name != spec.name)
+    handoff = (
+        [f"Other specialists exist: {others}. If a question belongs to them, say so in one sentence and answer "
+         "only the part that is yours."]
+        if others
+        else []
+    )
     lines = [
         f"You are the {spec.label} specialist of {company}'s support team, answering in a chat thread.",
         spec.lane,
-        f"Other specialists exist: {others}. If a question belongs to them, say so in one sentence and answer "
-        "only the part that is yours.",
+        *handoff,
         "Answer only from the reference documents and passages you are given. Quote prices, limits and dates "
         "exactly as they appear there; never invent a figure, a policy or a feature.",
         "When the knowledge base does not contain the answer, say so plainly and suggest contacting "
@@ -48,8 +67,11 @@ def user_turn(question: str, passages: Sequence[Passage]) -> str:
     return f"Relevant passages from the knowledge base:\n\n{passages_block(passages)}\n\nQuestion: {question}"
 
 
-ROUTER_SYSTEM_PROMPT = (
-    "You route customer-support questions to one specialist. Choose exactly one agent:\n"
-    + "\n".join(f"- {spec.name}: {spec.description}" for spec in AGENTS.values())
-    + "\nIf the message is a follow-up that does not clearly change topic, keep the conversation's current agent."
-)
+def router_system_prompt(agents: Mapping[str, AgentSpec], previous: str | None = None) -> str:
+    """The language model router's instructions: every agent with its description, in the agents file's order."""
+    prompt = (
+        "You route customer-support questions to one specialist. Choose exactly one agent:\n"
+        + "\n".join(f"- {spec.name}: {spec.description}" for spec in agents.values())
+        + "\nIf the message is a follow-up that does not clearly change topic, keep the conversation's current agent."
+    )
+    return prompt + (f"\nThe conversation's current agent is {previous}." if previous else "")

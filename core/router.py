@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.agents import AgentSpec
+from knowledge.agents import AgentSpec
 from knowledge.types import Passage
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ class SemanticRouter:
     def route(self, query: str, previous_agent: str | None = None) -> RouteDecision:
         scores, probes = self.scores(query, previous_agent)
         ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
-        (best, best_score), (_, second_score) = ranked[0], ranked[1]
+        best, best_score = ranked[0]
+        second_score = ranked[1][1] if len(ranked) > 1 else 0.0  # an agents file may define a single agent
         margin = best_score - second_score
         if previous_agent in scores and best != previous_agent:
             lead = best_score - scores[previous_agent]

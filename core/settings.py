@@ -14,8 +14,6 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-AGENTS: tuple[str, ...] = ("billing", "technical", "policy")
-
 
 def _csv(value: object) -> object:
     """Allow comma-separated lists in env vars (`A,B,C`) as well as JSON lists."""
@@ -62,6 +60,7 @@ class Settings(BaseSettings):
     router_confidence: float = 0.05  # min margin between the best and second-best agent scores
     support_email: str = "support@lumenly.io"
     company_name: str = "Lumenly"
+    agents_file: Path | None = None  # the agents' YAML definitions; None = the shipped knowledge/agents.yml
 
     # --- web -----------------------------------------------------------------------------------------------------
     web_host: str = "127.0.0.1"
@@ -95,6 +94,12 @@ class Settings(BaseSettings):
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("agents_file", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object) -> object:
+        """`AGENTS_FILE=` (as in .env.example) means the shipped file, not the current directory."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def effective_llm_provider(self) -> Literal["openai", "offline"]:

@@ -1,16 +1,17 @@
-"""The knowledge base as the core sees it (`core.knowledge_port.KnowledgeBase`): retrieval plus cached
-documents, over the Chroma store."""
+"""The knowledge base the core asks for (it satisfies `core.knowledge_port.KnowledgeBase` structurally):
+retrieval plus cached documents, over the Chroma store. `settings` is duck-typed: any object with the fields
+read here (`chroma_*`, `cag_token_budget`, `agents_file`), so this package needs nothing from the core."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from core.knowledge_port import CachedContext
+from knowledge.agents import AgentRegistry, load_agents
 from knowledge.cag import CacheBudgetExceeded, CachedDocumentSet
 from knowledge.embeddings import Embedder
 from knowledge.store import KnowledgeStore, open_chroma_client
-from knowledge.types import Passage
+from knowledge.types import CachedContext, Passage
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,16 @@ class LocalKnowledgeBase:
         return self.store.counts()
 
 
-def open_store(settings: Any, embedder: Embedder) -> KnowledgeStore:
-    return KnowledgeStore(open_chroma_client(settings), embedder)
+def open_store(settings: Any, embedder: Embedder, agents: AgentRegistry | None = None) -> KnowledgeStore:
+    """The store with one collection per agent: `agents`, else those of `settings.agents_file` (None: the
+    shipped agents file). Raises `AgentsFileError` for a bad agents file."""
+    agents = agents if agents is not None else load_agents(getattr(settings, "agents_file", None))
+    return KnowledgeStore(open_chroma_client(settings), embedder, agents.names)
 
 
-def open_knowledge_base(settings: Any, embedder: Embedder) -> LocalKnowledgeBase:
-    store = open_store(settings, embedder)
-    return LocalKnowledgeBase(store, CachedDocumentSet(store, settings.cag_token_budget))
+def open_knowledge_base(
+    settings: Any, embedder: Embedder, agents: AgentRegistry | None = None
+) -> LocalKnowledgeBase:
+    agents = agents if agents is not None else load_agents(getattr(settings, "agents_file", None))
+    store = open_store(settings, embedder, agents)
+    return LocalKnowledgeBase(store, CachedDocumentSet(store, settings.cag_token_budget, agents=agents))

@@ -6,8 +6,9 @@ so the prompt prefix is byte-identical across calls and OpenAI-style prompt cach
 counted in tokens with the local MiniLM word-piece tokenizer (not tiktoken, which downloads its tables at run
 time; the count differs from OpenAI's by a few percent, which is fine for a budget) and held to a budget.
 
-Which documents: those ingested with `cache: true` front matter, as the store recorded them; their text is read
-from the files, and the result is memoised until the store is written to or one of the files changes.
+Which documents: those ingested with `cache: true` front matter, as the store recorded them, and those the
+agents file lists under the agent's `cached:` (globs over source paths); their text is read from the files,
+and the result is memoised until the store is written to or one of the files changes.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from knowledge.agents import AgentSpec
 from knowledge.loaders import Document, UnreadableFile, load_document
 from knowledge.store import KnowledgeStore
 
@@ -86,9 +88,15 @@ class CachedDocumentSet:
     """Builds and memoises each agent's cached documents. Thread-safe; cheap on the hot path (a few stats)."""
 
     def __init__(
-        self, store: KnowledgeStore, budget_tokens: int, count_tokens: Callable[[str], int] = count_tokens
+        self,
+        store: KnowledgeStore,
+        budget_tokens: int,
+        count_tokens: Callable[[str], int] = count_tokens,
+        *,
+        agents: Mapping[str, AgentSpec] | None = None,
     ) -> None:
         self._store = store
+        self._agents = agents or {}  # for their `cached:` lists; without them only `cache: true` counts
         self._budget = budget_tokens
         self._count = count_tokens
         self._located: dict[str, tuple[int, list[tuple[Path, Path]]]] = {}
@@ -100,7 +108,8 @@ class CachedDocumentSet:
         with self._lock:
             located = self._located.get(agent)
         if located is None or located[0] != generation:
-            pairs = [(Path(root), Path(root) / source) for root, source in self._store.cached_sources(agent)]
+            patterns = self._agents[agent].cached if agent in self._agents else ()
+            pairs = [(Path(root), Path(root) / source) for root, source in self._store.cached_sources(agent, patterns)]
             with self._lock:
                 self._located[agent] = (generation, pairs)
             return pairs
@@ -122,13 +131,14 @@ class CachedDocumentSet:
 
     def _build(self, agent: str, paths: list[tuple[Path, Path]]) -> CachedDocuments | CacheBudgetExceeded | None:
         documents: list[Document] = []
+        spec = self._agents.get(agent)
         for root, path in paths:
             try:
-                document = load_document(path, root)
+                document = load_document(path, root, self._store.agents)
             except (OSError, UnreadableFile) as exc:
                 log.warning("cached document %s left out: %s", path, exc)  # the next ingest settles it
                 continue
-            if document is not None and document.cache:
+            if document is not None and (document.cache or (spec is not None and spec.caches(document.source))):
                 documents.append(document)
         if not documents:
             return None
@@ -137,8 +147,9 @@ class CachedDocumentSet:
         if tokens > self._budget:
             return CacheBudgetExceeded(
                 f"The {agent} agent's cached documents are {tokens:,} tokens, over the budget of {self._budget:,} "
-                f"({len(documents)} documents marked `cache: true`). Raise CAG_TOKEN_BUDGET, or remove "
-                "`cache: true` from some of them so they are retrieved in pieces instead."
+                f"({len(documents)} cached documents). Raise CAG_TOKEN_BUDGET, or stop caching some of them (their "
+                "`cache: true` front matter or their line under `cached:` in the agents file) so they are "
+                "retrieved in pieces instead."
             )
         return CachedDocuments(text, tokens, tuple(d.source for d in documents))
 

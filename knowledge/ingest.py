@@ -66,7 +66,8 @@ def ingest(
     """Bring the store in line with the files under `paths` (files or folders).
 
     `embedder` defaults to the store's own; passing another model is refused (its vectors would not be
-    comparable with the stored ones). `rebuild` empties the store first: the way to change embedding model."""
+    comparable with the stored ones). `rebuild` empties the store first: the way to change embedding model.
+    Files are filed under the store's agents (`docs/<agent>/` or `agent:` front matter); others are warnings."""
     if embedder is not None and embedder.name != store.embedder.name:
         raise EmbeddingMismatchError(
             f"ingest() was given the embedding model {embedder.name} for a store opened with "
@@ -78,7 +79,8 @@ def ingest(
     if rebuild:
         store.clear()
     known = store.file_hashes()
-    files = discover(list(paths))
+    agents = store.agents
+    files = discover(list(paths), agents)
     roots = {str(p.resolve()) for p in paths if p.is_dir()}
     seen: dict[str, str] = {}  # source -> the file it was read from in this run
     pending: list[tuple[Chunk, str]] = []
@@ -93,7 +95,7 @@ def ingest(
             report.files_failed += 1
             continue
         try:
-            document = load_document(file, root)
+            document = load_document(file, root, agents)
         except UnreadableFile as warning:
             report.warnings.append(str(warning))
             report.files_failed += 1
@@ -129,16 +131,17 @@ def ingest(
 
     for source in sorted(set(known) - set(seen)):
         _, _, root = known[source]
-        if root in roots and (not (Path(root) / source).exists() or _is_excluded(Path(root) / source, root)):
+        if root in roots and (not (Path(root) / source).exists()
+                              or _is_excluded(Path(root) / source, root, agents)):
             report.chunks_removed += store.remove_source(source)
             report.files_removed += 1
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _is_excluded(path: Path, root: str) -> bool:
+def _is_excluded(path: Path, root: str, agents: Sequence[str]) -> bool:
     try:
-        return load_document(path, Path(root)) is None
+        return load_document(path, Path(root), agents) is None
     except (OSError, UnreadableFile):
         return False
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-AGENT_NAMES = ("billing", "technical", "policy")
+from knowledge.agents import default_agent_names, join_words
+
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
 
@@ -107,13 +109,15 @@ def _first_heading(text: str) -> str:
     return match.group(1).strip() if match else ""
 
 
-def agent_for(relative: Path, meta: dict[str, Any]) -> str | None:
-    """Front matter `agent:` first, else the first folder under the corpus root named after an agent."""
+def agent_for(relative: Path, meta: dict[str, Any], agents: Collection[str]) -> str | None:
+    """Front matter `agent:` first, else the first folder under the corpus root named after an agent.
+
+    `agents` are the names from the agents file, so a new agent's `docs/<name>/` folder needs no code."""
     declared = str(meta.get("agent", "")).strip().lower()
-    if declared in AGENT_NAMES:
+    if declared in agents:
         return declared
     for part in relative.parts[:-1]:
-        if part.lower() in AGENT_NAMES:
+        if part.lower() in agents:
             return part.lower()
     return None
 
@@ -123,9 +127,12 @@ def source_for(path: Path, root: Path) -> str:
     return (path.relative_to(root) if path.is_relative_to(root) else Path(path.name)).as_posix()
 
 
-def load_document(path: Path, root: Path) -> Document | None:
+def load_document(path: Path, root: Path, agents: Collection[str] | None = None) -> Document | None:
     """Read one file. Returns None for files that ask not to be ingested (`ingest: false`); raises
-    `UnreadableFile` for a file that cannot be read, with the one-line warning as its message."""
+    `UnreadableFile` for a file that cannot be read, with the one-line warning as its message.
+
+    `agents`: the agent names a file may belong to (default: the shipped agents file's)."""
+    agents = default_agent_names() if agents is None else agents
     relative = Path(source_for(path, root))
     data = path.read_bytes()
     digest = content_hash(data)
@@ -145,11 +152,10 @@ def load_document(path: Path, root: Path) -> Document | None:
         return None
     if not text.strip():
         raise UnreadableFile(f"{path}: no text after the front matter, skipped")
-    agent = agent_for(relative, meta)
+    agent = agent_for(relative, meta, agents)
     if agent is None:
-        raise UnreadableFile(
-            f"{path}: no agent; put it under billing/, technical/ or policy/ or add 'agent:' front matter, skipped"
-        )
+        folders = join_words([f"{name}/" for name in agents], "or")
+        raise UnreadableFile(f"{path}: no agent; put it under {folders} or add 'agent:' front matter, skipped")
     title = title or _first_heading(text) or path.stem.replace("-", " ").replace("_", " ").capitalize()
     return Document(
         source=relative.as_posix(),
@@ -162,22 +168,25 @@ def load_document(path: Path, root: Path) -> Document | None:
     )
 
 
-def _root_of_single_file(file: Path) -> Path:
+def _root_of_single_file(file: Path, agents: Collection[str]) -> Path:
     """For `ingest docs/billing/x.md`: root at `docs/`, so the source is `billing/x.md` (as when the folder is
     ingested) and the agent comes from the folder name."""
     for ancestor in file.parents:
-        if ancestor.name.lower() in AGENT_NAMES:
+        if ancestor.name.lower() in agents:
             return ancestor.parent
     return file.parent
 
 
-def discover(paths: list[Path]) -> list[tuple[Path, Path]]:
-    """(file, root) pairs for every supported file under the given files or folders, in a stable order."""
+def discover(paths: list[Path], agents: Collection[str] | None = None) -> list[tuple[Path, Path]]:
+    """(file, root) pairs for every supported file under the given files or folders, in a stable order.
+
+    `agents` (default: the shipped agents file's names) place a single file's root above its agent folder."""
+    agents = default_agent_names() if agents is None else agents
     found: list[tuple[Path, Path]] = []
     for given in paths:
         given = given.resolve()
         if given.is_file():
-            found.append((given, _root_of_single_file(given)))
+            found.append((given, _root_of_single_file(given, agents)))
         elif given.is_dir():
             for file in sorted(given.rglob("*")):
                 if file.is_file() and file.suffix.lower() in SUPPORTED_SUFFIXES:

@@ -9,6 +9,7 @@ is far slower than searching a small one.
 
 from __future__ import annotations
 
+import fnmatch
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 
 from knowledge.chunking import Chunk
 from knowledge.embeddings import Embedder
-from knowledge.loaders import AGENT_NAMES
+from knowledge.agents import default_agent_names
 from knowledge.rerank import idf_table, rerank
 from knowledge.types import Passage
 
@@ -57,13 +58,16 @@ class KnowledgeStore:
 
     `check_embedder=False` opens a store built with another model without complaint; only `ingest --rebuild`
     does that, and it clears the store before writing.
+
+    `agents` are the names from the agents file (default: the shipped one's), one collection each; ingestion
+    files documents under these names only.
     """
 
     def __init__(
         self,
         client: Any,
         embedder: Embedder,
-        agents: Sequence[str] = AGENT_NAMES,
+        agents: Sequence[str] | None = None,
         *,
         check_embedder: bool = True,
     ) -> None:
@@ -71,7 +75,8 @@ class KnowledgeStore:
         self.embedder = embedder
         self._check = check_embedder
         self._lock = threading.RLock()
-        self._collections = {agent: self._open(agent) for agent in agents}
+        names = default_agent_names() if agents is None else agents
+        self._collections = {agent: self._open(agent) for agent in names}
         self._idf: dict[str, dict[str, float]] = {}
         self.generation = 0  # bumped on every write, so derived caches (IDF, cached documents) know to rebuild
 
@@ -138,11 +143,18 @@ class KnowledgeStore:
                     hashes[str(meta["source"])] = (agent, str(meta["content_hash"]), str(meta.get("root", "")))
         return hashes
 
-    def cached_sources(self, agent: str) -> list[tuple[str, str]]:
-        """(root, source) of the documents marked `cache: true` for an agent, sorted by source (a stable order)."""
+    def cached_sources(self, agent: str, patterns: Sequence[str] = ()) -> list[tuple[str, str]]:
+        """(root, source) of an agent's cached documents, sorted by source (a stable order): those marked
+        `cache: true` when ingested, and those whose source matches one of `patterns` (the agents file's
+        `cached:` globs, applied when read, so editing the list needs no re-ingestion)."""
         with self._lock:
-            got = self._collection(agent).get(where={"cache": True}, include=["metadatas"])
-        pairs = {(str(m.get("root", "")), str(m["source"])) for m in got["metadatas"] or []}
+            where = None if patterns else {"cache": True}
+            got = self._collection(agent).get(where=where, include=["metadatas"])
+        pairs = {
+            (str(m.get("root", "")), str(m["source"]))
+            for m in got["metadatas"] or []
+            if m.get("cache") or any(fnmatch.fnmatchcase(str(m["source"]), p) for p in patterns)
+        }
         return sorted(pairs, key=lambda pair: pair[1])
 
     def chunk_ids(self, agent: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,3 +15,12 @@ class Passage:
     heading: str
     agent: str
     score: float
+
+
+@dataclass(frozen=True, slots=True)
+class CachedContext:
+    """Whole documents an agent keeps in its prompt (CAG), in a stable order so the prefix caches."""
+
+    text: str
+    tokens: int
+    sources: tuple[str, ...] = field(default_factory=tuple)

@@ -86,10 +86,10 @@ async def test_offline_answer_quotes_the_right_fact(offline) -> None:
 async def test_routing_accuracy_offline_is_at_least_90_percent(offline, eval_file) -> None:
     """`routing.tsv` is the set the router was tuned on; `routing_holdout.tsv` was written after tuning and never
     tuned against (measured: 91.5% and 97.2%), so it tells how the router does on questions it has not seen."""
-    from core.agents import AGENTS
     from core.evaluation import Prediction, load_labelled, score
     from tests.conftest import ROOT
 
+    AGENTS = offline.agents.names
     questions = load_labelled(ROOT / "eval" / eval_file, list(AGENTS))
     predictions = []
     for item in questions:
@@ -284,7 +284,7 @@ async def test_session_info_and_reset(offline) -> None:
 def test_cli_ask_json_prints_one_event_per_line(corpus_settings, monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    from core.cli import app
+    from switchboard.cli import app
 
     monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(corpus_settings.data_dir))
     monkeypatch.setenv("LLM_PROVIDER", "offline")
@@ -299,7 +299,7 @@ def test_cli_ask_json_prints_one_event_per_line(corpus_settings, monkeypatch) ->
 def test_cli_eval_reports_accuracy(corpus_settings, monkeypatch, tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from core.cli import app
+    from switchboard.cli import app
 
     monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(corpus_settings.data_dir))
     monkeypatch.setenv("LLM_PROVIDER", "offline")

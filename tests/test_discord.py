@@ -29,7 +29,7 @@ from bots.discord.conversation import (
     thread_name,
 )
 from bots.discord.surface import MARKER, THINKING, platform_errors, render_discord
-from bots.run import StartupError
+from bots.startup import StartupError
 from bots.streaming import AgentTag, MessageTooLong, RateLimited, ReplyView, SurfaceGone
 from core.events import SourceRef
 from core.orchestrator import build_orchestrator

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from bots.checks import check_chat_settings, check_discord, check_slack
-from core.doctor import EXTRA_CHECKS
 from tests.conftest import make_settings
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.slack import FakeSlack
@@ -41,10 +40,27 @@ async def test_off_front_ends_pass_and_settings_problems_each_get_a_fix(tmp_path
     assert results and all(not r.ok and r.fix for r in results)
 
 
-def test_the_cli_registers_the_chat_checks() -> None:
-    import core.cli  # noqa: F401 - loading the CLI registers the front-ends' commands and checks
+def test_the_doctor_runs_the_core_checks_then_the_chat_checks() -> None:
+    from switchboard.doctor import CHECKS
 
-    assert {check.__name__ for check in EXTRA_CHECKS} >= {"check_chat_settings", "check_slack", "check_discord"}
+    assert [check.__name__ for check in CHECKS] == ["check_embeddings", "check_store", "check_checkpoints",
+                                                    "check_llm", "check_chat_settings", "check_slack",
+                                                    "check_discord"]
+
+
+async def test_a_check_that_raises_is_reported_and_the_others_still_run(tmp_path) -> None:
+    from core.doctor import CheckResult
+    from switchboard.doctor import run_checks
+
+    async def broken(settings) -> CheckResult:  # noqa: ANN001
+        raise RuntimeError("boom")
+
+    async def fine(settings) -> list[CheckResult]:  # noqa: ANN001
+        return [CheckResult("a", True, "ok"), CheckResult("b", True, "ok")]
+
+    results = await run_checks(make_settings(tmp_path), (broken, fine))
+    assert [(r.name, r.ok) for r in results] == [("broken", False), ("a", True), ("b", True)]
+    assert "boom" in results[0].detail and results[0].fix
 
 
 def test_the_feedback_command_summarises_votes_and_lists_recent_downvotes(tmp_path, monkeypatch) -> None:
@@ -53,7 +69,7 @@ def test_the_feedback_command_summarises_votes_and_lists_recent_downvotes(tmp_pa
     from typer.testing import CliRunner
 
     from bots.feedback import record_feedback
-    from core.cli import app
+    from switchboard.cli import app
 
     record_feedback(tmp_path, frontend="slack", session_key="slack:T:C:1.0", vote="up", user="U1")
     record_feedback(tmp_path, frontend="slack", session_key="slack:T:C:2.0", vote="down", user="U2")

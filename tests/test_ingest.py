@@ -299,7 +299,7 @@ def test_retrieval_from_threads_while_ingesting_is_safe(corpus: Path, store: Kno
 # --- the CLI -----------------------------------------------------------------------------------------------------
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch):
-    from core.cli import app
+    from switchboard.cli import app
 
     monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path / "data"))
     for name in ("CHROMA_HOST", "EMBEDDING_PROVIDER"):

@@ -100,3 +100,24 @@ def test_budget_refuses_nonsense_limits() -> None:
         EditBudget(0, 5.0)
     with pytest.raises(ValueError):
         EditBudget(5, 0)
+
+
+def test_retry_after_is_read_from_either_header_case_insensitively() -> None:
+    from bots.pacing import retry_after_of
+
+    assert retry_after_of({"Retry-After": "3"}) == 3.0
+    assert retry_after_of({"retry-after": ["2.5"]}) == 2.5  # slack_sdk gives lists
+    assert retry_after_of({"Retry-After": "4", "X-RateLimit-Reset-After": "1.25"}) == 1.25  # Discord's precise one
+    assert retry_after_of({"Retry-After": "soon"}) == 1.0 and retry_after_of(None) == 1.0
+    assert retry_after_of({}, default=5.0) == 5.0
+
+
+async def test_a_pool_feeds_an_outside_429_to_the_keys_budget_only() -> None:
+    from bots.pacing import BudgetPool
+
+    clock = ManualClock()
+    pool = BudgetPool(5, 5.0, clock=clock, sleep=clock.sleep)
+    with pool.using("C1") as c1, pool.using("C2") as c2:
+        pool.note_rate_limited("C1", 2.0)
+        pool.note_rate_limited("C9", 2.0)  # no such budget: nothing to hold back
+        assert c1.wait_time() == pytest.approx(2.0) and c2.wait_time() == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.agents import AgentSpec
+from knowledge.agents import AgentSpec
 from core.router import SemanticRouter
 from knowledge.types import Passage
 

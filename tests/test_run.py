@@ -16,10 +16,10 @@ from aiohttp import ClientConnectorError, ClientSession
 from typer.testing import CliRunner
 
 import core.orchestrator
-from bots.run import StartupError, serve
-from bots.startup import validate_settings
+from bots.startup import StartupError, validate_settings
 from tests.conftest import make_settings
 from tests.fakes.openai_server import FakeOpenAI
+from switchboard.run import serve
 from tests.test_web import parse_sse
 
 DISCORD_LOOKALIKE = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GAbCdE.abcdefghijklmnopqrstuvwxyz0123"
@@ -203,7 +203,7 @@ async def test_stopping_mid_stream_sends_interrupted(corpus_settings, closed_orc
 # --- the CLI ---------------------------------------------------------------------------------------------------
 
 def run_cli(tmp_path: Path, monkeypatch, **env: str | None) -> Any:
-    from core.cli import app
+    from switchboard.cli import app
 
     monkeypatch.chdir(tmp_path)  # no developer .env
     monkeypatch.setattr("core.logging_setup.setup_logging", lambda level="INFO": None)

@@ -533,7 +533,7 @@ async def test_native_streaming_shows_text_during_a_pause_of_the_model(slack) ->
 
     question = slack.app_mention("timeouts?")
     client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
-    surface = SlackThreadSurface(client, CHANNEL, question["ts"], "k", limits=fast_limits())
+    surface = SlackThreadSurface(client, CHANNEL, question["ts"], "k", edit_budget=fast_limits().updates)
 
     async def events():
         yield Start("k")

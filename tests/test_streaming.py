@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from bots.pacing import EditBudget, EditPacer
+from bots.pacing import Budget, EditBudget, EditPacer
 from bots.splitting import open_fence
-from bots.streaming import (
-    AgentTag, MessageTooLong, RateLimited, ReplyView, StreamingReply, render_plain,
-)
+from bots.streaming import StreamingReply
+from bots.surface import AgentTag, MessageTooLong, RateLimited, ReplyView, SurfaceGone, render_plain
 from core.events import Agent, Complete, Error, Event, SourceRef, Sources, Start, Token
 from core.retry import USER_MESSAGES
 
@@ -95,8 +94,9 @@ class MemorySurface:
 
     def __init__(self, time: VirtualTime, max_chars: int = 4000, latency: float = 0.0,
                  refuse_over: int | None = None, sanitize: Callable[[str], str] | None = None,
-                 with_finalize: bool = False) -> None:
+                 with_finalize: bool = False, budget: Budget | None = None) -> None:
         self.time = time
+        self.budget = budget
         self.max_chars = max_chars
         self.latency = latency
         self.refuse_over = refuse_over
@@ -110,6 +110,9 @@ class MemorySurface:
 
     def render(self, view: ReplyView) -> str:
         return render_plain(view, sanitize=self._sanitize)
+
+    def budget_for(self, write: str) -> Budget | None:
+        return self.budget
 
     def fail_next(self, *exceptions: Exception) -> None:
         self.failures.extend(exceptions)
@@ -285,6 +288,7 @@ async def test_final_text_lands_after_429_on_the_last_edit(vtime: VirtualTime) -
         yield Token("Almost ")
         await vtime.sleep(2)
         surface.fail_next(RateLimited(3.0), RateLimited(1.5))  # the final edit is refused twice
+        yield Token("done.")
         yield Complete("billing", 1.0, text="Almost done.")
 
     started = vtime.now
@@ -453,37 +457,6 @@ async def test_a_failing_typing_indicator_is_ignored(vtime: VirtualTime) -> None
     assert typed == [1000.0] and outcome.delivered and surface.messages == ["*Billing*\nFine."]
 
 
-async def test_complete_text_wins_when_tokens_were_lost(vtime: VirtualTime) -> None:
-    surface = MemorySurface(vtime)
-    await reply_for(surface, vtime).run(
-        answer_events(vtime, ["The answer ", "is"], complete_text="The answer is 42.", sources=False))
-    assert surface.messages == ["*Billing*\nThe answer is 42."]
-
-
-async def test_a_rewritten_answer_is_laid_out_afresh_across_the_messages(vtime: VirtualTime) -> None:
-    surface = MemorySurface(vtime, max_chars=200)
-    streamed = [f"old{i} " for i in range(120)]
-    final = " ".join(f"new{i}" for i in range(120))
-    await reply_for(surface, vtime, interval=0.0).run(
-        answer_events(vtime, streamed, gap=0.01, complete_text=final, sources=False))
-    assert len(surface.messages) >= 3
-    assert not any("old" in message for message in surface.messages)
-    assert all(f"new{i}" in " ".join(surface.messages) for i in range(120))
-
-
-async def test_messages_a_shorter_rewritten_answer_no_longer_needs_say_where_it_went(vtime: VirtualTime) -> None:
-    from bots.streaming import MOVED_NOTE
-
-    surface = MemorySurface(vtime, max_chars=200, with_finalize=True)
-    streamed = [f"old{i} " for i in range(120)]
-    outcome = await reply_for(surface, vtime, interval=0.0).run(
-        answer_events(vtime, streamed, gap=0.01, complete_text="The short answer.", sources=False))
-    assert len(surface.messages) >= 3 and "The short answer." in surface.messages[0]
-    assert all(MOVED_NOTE in message and "old" not in message for message in surface.messages[1:])
-    [(handle, view, _)] = surface.finalized
-    assert handle == outcome.handles[0] and view.body == "The short answer."  # extras go to the first message
-
-
 async def test_finalize_runs_once_on_the_last_message_after_the_final_text(vtime: VirtualTime) -> None:
     surface = MemorySurface(vtime, max_chars=300, with_finalize=True)
     tokens = [f"word{i} " for i in range(120)]
@@ -529,9 +502,8 @@ async def test_a_refused_finalize_still_lands_the_final_text(vtime: VirtualTime)
 
 async def test_two_replies_sharing_a_budget_never_exceed_it(vtime: VirtualTime) -> None:
     budget = EditBudget(5, 5.0, clock=vtime.clock, sleep=vtime.sleep)
-    surfaces = [MemorySurface(vtime, max_chars=2000, latency=0.05) for _ in range(2)]
-    replies = [StreamingReply(s, EditPacer(0.2), budget=budget, clock=vtime.clock, sleep=vtime.sleep)
-               for s in surfaces]
+    surfaces = [MemorySurface(vtime, max_chars=2000, latency=0.05, budget=budget) for _ in range(2)]
+    replies = [StreamingReply(s, EditPacer(0.2), clock=vtime.clock, sleep=vtime.sleep) for s in surfaces]
     await asyncio.gather(*(r.run(answer_events(vtime, [f"w{i} " for i in range(80)], gap=0.1)) for r in replies))
     stamps = sorted(t for s in surfaces for t, *_ in s.calls)
     for start in stamps:
@@ -572,8 +544,6 @@ def test_render_plain_never_leaves_an_empty_answer_looking_busy() -> None:
 
 
 async def test_a_channel_that_is_gone_stops_the_reply_at_once(vtime: VirtualTime) -> None:
-    from bots.streaming import SurfaceGone
-
     surface = MemorySurface(vtime)
     started = vtime.now
     reply = reply_for(surface, vtime, interval=0.2)
@@ -588,3 +558,43 @@ async def test_a_channel_that_is_gone_stops_the_reply_at_once(vtime: VirtualTime
     assert outcome.posts == 1 and not outcome.delivered
     assert len(surface.failures) == 49  # one attempt, then nothing more was tried
     assert vtime.now - started < 5  # no minutes of back-off for a channel that no longer exists
+
+
+class TwoBudgetSurface(MemorySurface):
+    """A surface whose posts and edits spend different budgets (as Slack's do: posts per channel, edits per
+    workspace)."""
+
+    def __init__(self, time: VirtualTime, posts: Budget, edits: Budget) -> None:
+        super().__init__(time)
+        self.posts, self.edits = posts, edits
+
+    def budget_for(self, write: str) -> Budget | None:
+        return self.posts if write == "post" else self.edits
+
+
+async def test_a_429_is_fed_to_the_budget_the_write_spent_so_other_replies_hold_back(vtime: VirtualTime) -> None:
+    posts = EditBudget(10, 1.0, clock=vtime.clock, sleep=vtime.sleep)
+    edits = EditBudget(10, 1.0, clock=vtime.clock, sleep=vtime.sleep)
+    hit = TwoBudgetSurface(vtime, posts, edits)
+    bystander = TwoBudgetSurface(vtime, posts, edits)
+
+    async def limited_after_routing() -> AsyncIterator[Event]:
+        async for event in answer_events(vtime, [f"w{i} " for i in range(5)], gap=0.1):
+            if isinstance(event, Agent):
+                hit.fail_next(RateLimited(4.0))  # the agent-tag edit is refused
+            yield event
+
+    async def bystander_later() -> AsyncIterator[Event]:
+        await vtime.sleep(0.5)  # starts while the workspace is blocked
+        async for event in answer_events(vtime, ["late "], gap=0.1):
+            yield event
+
+    first, second = (reply_for(hit, vtime), reply_for(bystander, vtime))
+    blocked_from = vtime.now + 0.05
+    await asyncio.gather(first.run(limited_after_routing()), second.run(bystander_later()))
+    assert first.outcome.rate_limited == 1 and edits.blocked_until >= blocked_from + 4.0
+    assert posts.blocked_until == 0  # posts were not refused: that budget did not learn of it
+    bystander_edits = [t for t, kind, *_ in bystander.calls if kind == "edit"]
+    assert bystander_edits and min(bystander_edits) >= blocked_from + 4.0  # the other reply's edits waited
+    assert [t for t, kind, *_ in bystander.calls if kind == "post"][0] < blocked_from + 1.0  # its post did not
+    assert first.outcome.delivered and second.outcome.delivered

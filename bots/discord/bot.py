@@ -1,15 +1,15 @@
 """The Discord front-end: mentions, threads, DMs and slash commands, answered by streaming into messages.
 
-One question reads as three steps (`should answer` -> `where and in which conversation` -> `stream`):
-1. `_inbound(message)` decides whether a message is for the bot: never its own or another bot's; in a guild only
-   inside the allow-lists; a mention in a channel, anything in a DM, anything in a thread it opened, and any
-   reply to one of its messages.
+One question reads as the pipeline's three steps (`bots.pipeline`):
+1. `bots.discord.inbound.inbound_from_message` decides whether a message is for the bot and in which
+   conversation (pure: tested on messages built from recorded payloads).
 2. A mention in a channel opens a thread on the user's message (named from the question) and the conversation
    is that thread; where threads are not allowed (50013) the bot replies to the message instead and the reply
    chain is the conversation. Session keys: `bots.discord.conversation`.
-3. `_stream` drives `bots.streaming.StreamingReply` over a `bots.discord.surface` surface. Every reply posting
-   to one channel (a thread is a channel) shares that channel's `EditBudget` (5 writes per 5 s by default), so
-   concurrent replies stay under Discord's limit instead of collecting 429s.
+3. `AnswerPipeline.answer` streams into a `bots.discord.surface` surface. Every reply writing to one channel (a
+   thread is a channel) shares that channel's budget (5 writes per 5 s by default), so concurrent replies stay
+   under Discord's limit instead of collecting 429s; a 429 that discord.py saw (and retried by itself) is fed
+   to the channel's budget too.
 
 Start-up fails with a sentence saying what to fix in the Developer Portal when the token is refused or the
 Message Content intent is not enabled. `stop()` cancels replies in flight (each lands an "interrupted" note)
@@ -23,41 +23,34 @@ import contextlib
 import logging
 import re
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import discord
 from discord import app_commands
 
 from bots import metrics
-from bots.discord import commands
+from bots.discord import commands, feedback
 from bots.discord.conversation import (
-    USAGE,
     ConversationMap,
     ask_key,
     dm_key,
     is_allowed,
-    reply_chain_key,
-    strip_bot_mention,
     thread_key,
     thread_name,
+    usage_text,
 )
+from bots.discord.inbound import PLATFORM, THREAD_TYPES, Place, inbound_from_message, reply_chain_inbound
 from bots.discord.surface import NO_MENTIONS, ChannelSurface, DiscordSurface, InteractionSurface
-from bots.pacing import ChannelBudgets, EditPacer
-from bots.streaming import ReplyOutcome, StreamingReply
-from core.events import Event
+from bots.pacing import BudgetPool, retry_after_of
+from bots.pipeline import AnswerPipeline, Inbound, PlatformTexts, intent_of
+from bots.startup import StartupError
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
 THREAD_ARCHIVE_MINUTES = 1440
-THREAD_TYPES = (discord.ChannelType.public_thread, discord.ChannelType.private_thread,
-                discord.ChannelType.news_thread)
-ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+CHANNEL_ROUTE = re.compile(r"/channels/(\d+)/")
 
 BAD_TOKEN = ("Discord refused DISCORD_TOKEN. In the Developer Portal (https://discord.com/developers/applications) "
              "open your application → Bot → Reset Token, and put the new token in DISCORD_TOKEN in .env.")
@@ -71,18 +64,7 @@ RESTARTING = "I'm restarting right now. Please ask again in a minute."
 
 
 def _startup_error(message: str) -> RuntimeError:
-    """`bots.run.StartupError` (imported late: `switchboard run` prints its message and exits 2)."""
-    from bots.run import StartupError
-
     return StartupError(message)
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A message the bot will answer: how (`new` opens a thread) and in which conversation."""
-
-    kind: Literal["new", "thread", "dm", "reply"]
-    session_key: str | None  # None for `new`: the thread (or the reply chain) decides it
 
 
 class SwitchboardClient(discord.Client):
@@ -95,6 +77,7 @@ class SwitchboardClient(discord.Client):
         self.frontend = frontend
         self.tree = app_commands.CommandTree(self)
         commands.register(self.tree, frontend)
+        feedback.install(self, frontend.settings.data_dir)  # 👍/👎 under answers, also those sent before a restart
 
     async def setup_hook(self) -> None:
         await self.frontend.sync_commands(self.tree)
@@ -109,6 +92,8 @@ class DiscordFrontend:
 
     name = "discord"
 
+    client: SwitchboardClient | None = None
+
     def __init__(self, settings: Settings, orchestrator: Any, *, ready_timeout_s: float = 60.0,
                  stop_timeout_s: float = 30.0, **client_options: Any) -> None:
         self.settings = settings
@@ -118,13 +103,13 @@ class DiscordFrontend:
         self.client_options = client_options
         self.client: SwitchboardClient | None = None
         self.conversations = ConversationMap()
-        self.budgets = ChannelBudgets(settings.discord_edits_per_window, settings.discord_edit_window_s)
+        self.budgets = BudgetPool(settings.discord_edits_per_window, settings.discord_edit_window_s)
         # One reply edits at most as often as the channel's whole budget allows on average (1/s by default).
         self.edit_interval_s = settings.discord_edit_window_s / max(1, settings.discord_edits_per_window)
-        self.recent: deque[tuple[str, ReplyOutcome]] = deque(maxlen=200)  # (session key, outcome), newest last
+        self.pipeline = AnswerPipeline(orchestrator, PLATFORM, self._texts(), edit_interval_s=self.edit_interval_s)
+        self.recent = self.pipeline.recent  # (session key, outcome), newest last
         self.platform_429s = 0  # 429 responses seen, including those discord.py retried by itself
         self.commands_note = "slash commands not synced"
-        self._inflight: set[asyncio.Task[None]] = set()
         self._connection: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -152,6 +137,7 @@ class DiscordFrontend:
                                      return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
             log.info("discord: ready as %s in %d guild(s)", client.user, len(client.guilds))
+            self.pipeline.texts = self._texts()  # the usage text names the bot as this server shows it
             return
         ready.cancel()
         error = self._connect_failure(self._connection if self._connection in done else None)
@@ -172,14 +158,7 @@ class DiscordFrontend:
     async def stop(self) -> None:
         """Cancel replies in flight (each lands an "interrupted" note), wait for them, then disconnect."""
         self._stopping = True
-        tasks = [task for task in self._inflight if not task.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.stop_timeout_s)
-            if pending:
-                log.warning("discord: %d repl(ies) did not finish within %.0fs of shutdown", len(pending),
-                            self.stop_timeout_s)
+        await self.pipeline.inflight.drain(self.stop_timeout_s)
         await self._close_client()
 
     async def _close_client(self) -> None:
@@ -217,100 +196,60 @@ class DiscordFrontend:
         self.commands_note = f"{', '.join('/' + c.name for c in synced)} synced {where}"
 
     def _count_429s(self) -> aiohttp.TraceConfig:
-        """Every 429 Discord answers, including the ones discord.py waits out and retries on its own."""
+        """Every 429 Discord answers, including the ones discord.py waits out and retries on its own: counted,
+        and fed to the channel's budget so the other replies there hold back as well."""
         trace = aiohttp.TraceConfig()
 
         async def on_request_end(session: Any, context: Any, params: aiohttp.TraceRequestEndParams) -> None:
-            if params.response.status == 429:
-                self.platform_429s += 1
-                metrics.RATE_LIMITED.labels(PLATFORM).inc()
+            if params.response.status != 429:
+                return
+            self.platform_429s += 1
+            metrics.RATE_LIMITED.labels(PLATFORM).inc()
+            channel = CHANNEL_ROUTE.search(params.url.path + "/")
+            if channel is not None:
+                self.budgets.note_rate_limited(int(channel.group(1)), retry_after_of(params.response.headers))
 
         trace.on_request_end.append(on_request_end)
         return trace
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-
     # --- messages ----------------------------------------------------------------------------------------------
     def on_message(self, message: discord.Message) -> None:
-        if self._stopping:
-            return
-        inbound = self._inbound(message)
-        if inbound is not None:
-            self._spawn(self._answer_message(message, inbound))
-
-    def _inbound(self, message: discord.Message) -> Inbound | None:
         me = self.client.user if self.client else None
-        if me is None or message.author.id == me.id or message.author.bot:
-            return None  # never itself, never another bot: no reply loops
-        if message.type not in ANSWERED_TYPES:
-            return None
-        channel = message.channel
-        if message.guild is None:
-            return Inbound("dm", dm_key(channel.id))
-        in_thread = getattr(channel, "type", None) in THREAD_TYPES
-        if not is_allowed(self.settings.discord_allowed_guilds, self.settings.discord_allowed_channels,
-                          guild_id=message.guild.id, channel_id=channel.id,
-                          parent_id=getattr(channel, "parent_id", None) if in_thread else None):
-            return None
-        mentioned = any(user.id == me.id for user in message.mentions)
-        continued = self._replied_conversation(message, me.id)
-        if in_thread:
-            opened_by_me = getattr(channel, "owner_id", None) == me.id
-            if opened_by_me or mentioned or continued:
-                return Inbound("thread", thread_key(channel.id))
-            return None
-        if continued:
-            return Inbound("reply", continued)
-        if mentioned:
-            return Inbound("new", None)
-        return None
-
-    def _replied_conversation(self, message: discord.Message, my_id: int) -> str | None:
-        """The conversation a reply continues, when it replies to one of the bot's messages."""
-        reference = message.reference
-        if reference is None or reference.message_id is None:
-            return None
-        known = self.conversations.get(reference.message_id)
-        if known is not None:
-            return known
-        replied = reference.resolved
-        if isinstance(replied, discord.Message) and replied.author.id == my_id and message.guild is not None:
-            # Not remembered (a restart): the chain's root is the message the bot's message replied to.
-            root = replied.reference.message_id if replied.reference and replied.reference.message_id else replied.id
-            return reply_chain_key(message.guild.id, message.channel.id, root)
-        return None
-
-    def _question(self, message: discord.Message, my_id: int) -> str:
-        text = strip_bot_mention(message.content, my_id)
-        for user in message.mentions:  # other people's mentions read as names, not ids
-            if user.id != my_id:
-                text = re.sub(rf"<@!?{user.id}>", f"@{user.display_name}", text)
-        return text
-
-    async def _answer_message(self, message: discord.Message, inbound: Inbound) -> None:
-        started = time.monotonic()
-        assert self.client is not None and self.client.user is not None
-        question = self._question(message, self.client.user.id)
-        if not question:
-            await self._usage_reply(message)
+        if self._stopping or me is None:
             return
+        inbound = inbound_from_message(message, me_id=me.id, allowed_guilds=self.settings.discord_allowed_guilds,
+                                       allowed_channels=self.settings.discord_allowed_channels,
+                                       conversations=self.conversations)
+        if inbound is not None:
+            self.pipeline.inflight.spawn(self._answer_message(inbound))
+
+    async def _answer_message(self, inbound: Inbound) -> None:
+        started = time.monotonic()
+        place: Place = inbound.place
+        message: discord.Message = place.message
         channel: Any = message.channel
-        reply_to: discord.Message | None = message if inbound.kind == "reply" else None
-        key = inbound.session_key
-        if inbound.kind == "new":
-            thread = await self._open_thread(message, question)
+        if place.kind == "new" and intent_of(inbound.text) == "question":
+            thread = await self._open_thread(message, inbound.text)
             if thread is not None:
-                channel, key = thread, thread_key(thread.id)
+                channel = thread
             else:
-                reply_to = message
-                key = reply_chain_key(message.guild.id, channel.id, message.id)  # type: ignore[union-attr]
-        assert key is not None
-        self.conversations.remember([message.id], key)
-        surface = ChannelSurface(channel, reply_to=reply_to, max_chars=self.settings.discord_max_chars)
-        await self._stream(surface, channel.id, key, question, str(message.author.id), started)
+                inbound = reply_chain_inbound(inbound)
+                place = inbound.place
+        # A reply chain (or help for a bare mention) answers the message itself; a thread or a DM needs no reply.
+        reply_to = message if place.kind in ("reply", "new") and channel is message.channel else None
+        self.conversations.remember([message.id], inbound.session_key)
+        with self.budgets.using(channel.id) as budget:
+            surface = ChannelSurface(channel, reply_to=reply_to, max_chars=self.settings.discord_max_chars,
+                                     session_key=inbound.session_key, budget=budget)
+            await self._answer(inbound, surface, started)
+
+    async def _answer(self, inbound: Inbound, surface: DiscordSurface, started: float) -> None:
+        try:
+            outcome = await self.pipeline.answer(inbound, surface, started=started)
+        finally:
+            surface.close()
+        if outcome is not None:
+            self.conversations.remember([handle.id for handle in outcome.handles], inbound.session_key)
 
     async def _open_thread(self, message: discord.Message, question: str) -> discord.Thread | None:
         """A thread on the user's message, or None where the bot may not (it then replies to the message)."""
@@ -323,48 +262,6 @@ class DiscordFrontend:
             log.warning("discord: creating a thread in channel %s failed (%s); replying instead",
                         message.channel.id, exc)
         return None
-
-    async def _usage_reply(self, message: discord.Message) -> None:
-        text = USAGE.format(bot=self.client.user.display_name if self.client and self.client.user else "Switchboard")
-        with self.budgets.using(message.channel.id) as budget:
-            async with budget.slot():
-                try:
-                    await message.reply(text, mention_author=False, allowed_mentions=NO_MENTIONS)
-                except discord.HTTPException:
-                    log.warning("discord: could not send the usage help in channel %s", message.channel.id,
-                                exc_info=True)
-
-    # --- streaming one answer -------------------------------------------------------------------------------------
-    async def _stream(self, surface: DiscordSurface, channel_id: int, key: str, question: str, user: str,
-                      started: float) -> None:
-        with self.budgets.using(channel_id) as budget:
-            reply = StreamingReply(surface, EditPacer(self.edit_interval_s), budget=budget)  # type: ignore[arg-type]
-            try:
-                await reply.run(self._events(key, question, user))
-            finally:
-                surface.close()
-                outcome = reply.outcome
-                self.conversations.remember([handle.id for handle in outcome.handles], key)
-                self._record(key, outcome, started)
-
-    async def _events(self, key: str, question: str, user: str) -> AsyncIterator[Event]:
-        """The core's events; a core that raises (even when called) fails inside the stream, where the renderer
-        turns it into a readable error. The core's stream is always closed, releasing its session lock."""
-        stream = self.orchestrator.respond(key, question, user=user)
-        async with contextlib.aclosing(stream):
-            async for event in stream:
-                yield event
-
-    def _record(self, key: str, outcome: ReplyOutcome, started: float) -> None:
-        self.recent.append((key, outcome))
-        if outcome.first_token_at is not None:
-            metrics.FIRST_TOKEN.labels(PLATFORM).observe(max(0.0, outcome.first_token_at - started))
-        if outcome.status == "done":
-            metrics.REPLIES.labels(PLATFORM, outcome.agent or "unknown").inc()
-        else:
-            metrics.ERRORS.labels(PLATFORM, outcome.error_code or outcome.status).inc()
-        if not outcome.delivered:
-            log.error("[%s] the final text of a Discord reply was not delivered", key)
 
     # --- slash commands (see bots.discord.commands) -------------------------------------------------------------------
     def _interaction_place(self, interaction: discord.Interaction) -> tuple[bool, bool]:
@@ -393,7 +290,7 @@ class DiscordFrontend:
             await interaction.response.send_message(RESTARTING if self._stopping else NOT_HERE, ephemeral=True)
             return
         question = question.strip()
-        if not question:
+        if intent_of(question) == "help":
             await self.help(interaction)
             return
         await interaction.response.defer(thinking=True)  # at once: Discord allows 3 s for the first answer
@@ -401,8 +298,14 @@ class DiscordFrontend:
         key = self._conversation_of(interaction, in_thread)
         if key is None:  # a channel, outside any thread: this /ask starts a conversation of its own
             key = ask_key(interaction.guild_id or 0, channel_id, interaction.id)
-        surface = InteractionSurface(interaction, max_chars=self.settings.discord_max_chars)
-        self._spawn(self._stream(surface, channel_id, key, question, str(interaction.user.id), started))
+        inbound = Inbound(PLATFORM, key, question, str(interaction.user.id), place=interaction)
+        self.pipeline.inflight.spawn(self._answer_interaction(inbound, channel_id, started))
+
+    async def _answer_interaction(self, inbound: Inbound, channel_id: int, started: float) -> None:
+        with self.budgets.using(channel_id) as budget:
+            surface = InteractionSurface(inbound.place, max_chars=self.settings.discord_max_chars,
+                                         session_key=inbound.session_key, budget=budget)
+            await self._answer(inbound, surface, started)
 
     async def reset(self, interaction: discord.Interaction) -> None:
         allowed, in_thread = self._interaction_place(interaction)
@@ -415,12 +318,16 @@ class DiscordFrontend:
             await interaction.response.send_message(RESET_WHERE, ephemeral=True)
             return
         await interaction.response.defer(thinking=True)  # a reply in flight holds the session until it ends
-        await self.orchestrator.reset(key)
+        inbound = Inbound(PLATFORM, key, "reset", str(interaction.user.id), place=interaction)
         with self.budgets.using(channel_id) as budget:
-            async with budget.slot():
-                await interaction.edit_original_response(content=RESET_DONE, allowed_mentions=NO_MENTIONS)
+            await self.pipeline.answer(inbound, InteractionSurface(interaction, budget=budget))
 
     async def help(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(self._usage(), ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+    def _usage(self) -> str:
         name = self.client.user.display_name if self.client and self.client.user else "Switchboard"
-        await interaction.response.send_message(USAGE.format(bot=name), ephemeral=True,
-                                                allowed_mentions=NO_MENTIONS)
+        return usage_text(getattr(self.orchestrator, "agents", None), bot=name)
+
+    def _texts(self) -> PlatformTexts:
+        return PlatformTexts(usage=self._usage(), reset_done=RESET_DONE)

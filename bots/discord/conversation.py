@@ -15,15 +15,24 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from knowledge.agents import AgentRegistry
 
 THREAD_NAME_MAX = 100  # Discord's limit for a channel or thread name
 _WHITESPACE = re.compile(r"\s+")
 
-USAGE = (
-    "Ask me a question about billing, the API or our policies: mention me with your question "
-    "(for example `@{bot} how do I rotate my API key?`) and I'll answer in a thread. "
-    "Commands: `/ask` to ask anywhere, `/reset` inside a thread to start over, `/help` for this message."
-)
+
+def usage_text(agents: AgentRegistry | None, bot: str) -> str:
+    """The help message: what to ask (the agents' topics, from the agents file) and how; `bot` is the bot's
+    display name. `agents` is the orchestrator's registry (`orchestrator.agents`); None says it generically."""
+    what = f"a question about {agents.topics_sentence()}" if agents else "a support question"
+    return (
+        f"Ask me {what}: mention me with your question "
+        f"(for example `@{bot} how do I rotate my API key?`) and I'll answer in a thread. "
+        "Commands: `/ask` to ask anywhere, `/reset` inside a thread to start over, `/help` for this message."
+    )
 
 
 def thread_key(thread_id: int) -> str:

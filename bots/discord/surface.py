@@ -7,6 +7,10 @@ Two surfaces, one look (`render_discord`):
 - `InteractionSurface`: the answer to `/ask`. The command was deferred at once (Discord shows "is thinking…"),
   so the first message is the interaction's original response, edited in place; continuations are follow-ups.
 
+Both end a successful answer the same way: `finalize` is the last message's final edit (`finalize_sets_text`), and
+it carries the 👍/👎 buttons (`bots.discord.feedback`) in the same call as the final text, so the buttons cost no
+extra write against Discord's 5-per-5-s channel budget. An answer that ended in an error gets no buttons.
+
 Every send and edit carries `AllowedMentions.none()`: nothing the model writes (`@everyone`, `<@id>`, a role)
 pings anyone. discord.py's errors are mapped to what the renderer understands: a 429 to `RateLimited`, a
 refused length (50035) to `MessageTooLong`.
@@ -22,8 +26,10 @@ from typing import Any
 
 import discord
 
+from bots.discord.feedback import feedback_view
 from bots.splitting import close_open_fence
-from bots.streaming import MessageTooLong, RateLimited, ReplyView, SurfaceGone
+from bots.pacing import Budget, retry_after_of
+from bots.surface import MessageTooLong, RateLimited, ReplyView, SurfaceGone, Write
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,6 @@ THINKING = f"{SUBTEXT}Thinking…"
 MAX_SOURCES = 5
 MAX_SOURCE_TITLE = 80
 INVALID_FORM_BODY = 50035
-DEFAULT_RETRY_AFTER_S = 1.0
 
 
 def render_discord(view: ReplyView) -> str:
@@ -98,20 +103,21 @@ def platform_errors() -> Iterator[None]:
 
 
 def _retry_after(exc: discord.HTTPException) -> float:
-    headers: Any = getattr(exc.response, "headers", None) or {}
-    for name in ("X-RateLimit-Reset-After", "Retry-After"):
-        try:
-            return float(headers[name])
-        except (KeyError, TypeError, ValueError):
-            continue
-    return DEFAULT_RETRY_AFTER_S
+    return retry_after_of(getattr(exc.response, "headers", None))
 
 
 class DiscordSurface:
-    """What both surfaces share: the look, the limit, and knowing when the first words became visible."""
+    """What both surfaces share: the look, the limit, the final edit with the feedback buttons, and knowing when
+    the first words became visible. `session_key` is the conversation the buttons' votes are recorded against;
+    without it the answer gets no buttons."""
 
-    def __init__(self, max_chars: int) -> None:
+    finalize_sets_text = True  # `finalize` is the last message's final edit: text and buttons in one write
+
+    def __init__(self, max_chars: int, session_key: str | None = None, budget: Budget | None = None) -> None:
         self.max_chars = max_chars
+        self.session_key = session_key
+        self.budget = budget  # the channel's: every create and edit there counts against one window
+        self._texts: dict[int, str] = {}  # message id -> the text last sent to it
         self.first_text = asyncio.Event()  # set once a message with answer text (or the end) has been sent
         self.posted = asyncio.Event()  # set once the first message exists
         self._bodiless: set[str] = {THINKING}  # rendered texts that carry no answer text yet
@@ -122,7 +128,24 @@ class DiscordSurface:
             self._bodiless.add(text)
         return text
 
-    def _sent(self, text: str) -> None:
+    def budget_for(self, write: Write) -> Budget | None:
+        return self.budget
+
+    async def finalize(self, handle: Any, view: ReplyView) -> None:
+        """The last message's final edit: its final text and, for a successful answer, the 👍/👎 buttons."""
+        text = self.render(view)
+        buttons = feedback_view(self.session_key) if view.status == "done" and self.session_key else None
+        if buttons is None and self._texts.get(handle.id) == text:
+            return  # already showing exactly this (a last message posted with its final text): save the write
+        with platform_errors():
+            if buttons is None:
+                await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
+            else:
+                await handle.edit(content=text, view=buttons, allowed_mentions=NO_MENTIONS)
+        self._sent(text, handle)
+
+    def _sent(self, text: str, message: Any) -> None:
+        self._texts[message.id] = text
         self.posted.set()
         if text not in self._bodiless:
             self.first_text.set()
@@ -147,8 +170,10 @@ class ChannelSurface(DiscordSurface):
         reply_to: discord.Message | None = None,
         max_chars: int = 2000,
         typing_every_s: float = 8.0,
+        session_key: str | None = None,
+        budget: Budget | None = None,
     ) -> None:
-        super().__init__(max_chars)
+        super().__init__(max_chars, session_key, budget)
         self.channel = channel
         self.reply_to = reply_to
         self.typing_every_s = typing_every_s  # Discord shows the indicator for about 10 s per trigger
@@ -159,13 +184,13 @@ class ChannelSurface(DiscordSurface):
             extra = {"reference": self.reply_to.to_reference(fail_if_not_exists=False), "mention_author": False}
         with platform_errors():
             message = await self.channel.send(text, allowed_mentions=NO_MENTIONS, **extra)
-        self._sent(text)
+        self._sent(text, message)
         return message
 
     async def edit(self, handle: discord.Message, text: str) -> None:
         with platform_errors():
             await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
-        self._sent(text)
+        self._sent(text, handle)
 
     async def typing(self) -> None:
         """Keep the typing indicator up until the first words are visible.
@@ -184,8 +209,9 @@ class ChannelSurface(DiscordSurface):
 class InteractionSurface(DiscordSurface):
     """An answer to a deferred slash command: the original response first, then follow-up messages."""
 
-    def __init__(self, interaction: discord.Interaction, *, max_chars: int = 2000) -> None:
-        super().__init__(max_chars)
+    def __init__(self, interaction: discord.Interaction, *, max_chars: int = 2000,
+                 session_key: str | None = None, budget: Budget | None = None) -> None:
+        super().__init__(max_chars, session_key, budget)
         self.interaction = interaction
 
     async def post(self, text: str) -> discord.InteractionMessage | discord.WebhookMessage:
@@ -195,10 +221,10 @@ class InteractionSurface(DiscordSurface):
                                                                              allowed_mentions=NO_MENTIONS)
             else:
                 message = await self.interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS)
-        self._sent(text)
+        self._sent(text, message)
         return message
 
     async def edit(self, handle: discord.InteractionMessage | discord.WebhookMessage, text: str) -> None:
         with platform_errors():
             await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
-        self._sent(text)
+        self._sent(text, handle)

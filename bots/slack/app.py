@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from typing import Any
 
@@ -35,36 +34,34 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.dedupe import RecentKeys
 from bots.feedback import record_feedback
-from bots.metrics import ERRORS, FIRST_TOKEN, REPLIES
-from bots.pacing import EditPacer
+from bots.pipeline import AnswerPipeline, Inbound, PlatformTexts, intent_of
+from bots.slack.inbound import Thread, delivery_keys, inbound_from_ask, inbound_from_event, session_key
 from bots.slack.mrkdwn import defuse_broadcasts, escape
 from bots.slack.native import NativeStreamReply
 from bots.slack.surface import FEEDBACK_DOWN, FEEDBACK_UP, SlackLimits, SlackThreadSurface
 from bots.startup import StartupError
-from bots.streaming import ReplyOutcome, StreamingReply
+from bots.surface import Surface
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-RESET_WORDS = {"reset", "start over", "new conversation", "forget"}
-ANSWERED_SUBTYPES = {None, "file_share", "thread_broadcast"}  # other subtypes are edits, joins, bots…
-USAGE = (
-    "*Ask Switchboard a support question.*\n"
-    "• `/ask What does the Enterprise plan cost?` posts your question here and answers in its thread.\n"
-    "• Mention me (`@Switchboard …`) in a channel, or send me a direct message.\n"
-    "• Reply in a thread I answered to ask a follow-up; say `reset` there to start over.\n"
-    "I answer from the team's knowledge base: billing, technical and policy questions."
-)
+RESET_DONE = "🔄 Starting over: I've forgotten this thread's conversation. Ask away."
 
 
-def asks_for_help(question: str) -> bool:
-    """An empty question, or one that just says help: answered with USAGE, not sent to the core."""
-    return question.strip().lower().strip(" ?!.") in ("", "help")
+def usage_text(agents: Any | None) -> str:
+    """The help message in mrkdwn: how to ask, and what about (the agents' topics, from the agents file)."""
+    about = f"questions about {agents.topics_sentence('and')}" if agents else "support questions"
+    return (
+        "*Ask Switchboard a support question.*\n"
+        "• `/ask What does the Enterprise plan cost?` posts your question here and answers in its thread.\n"
+        "• Mention me (`@Switchboard …`) in a channel, or send me a direct message.\n"
+        "• Reply in a thread I answered to ask a follow-up; say `reset` there to start over.\n"
+        f"I answer {about} from the team's knowledge base."
+    )
 
 
-def session_key(team: str | None, channel: str, thread_ts: str) -> str:
-    return f"slack:{team or '-'}:{channel}:{thread_ts}"
+__all__ = ["SlackFrontend", "StartupError", "session_key", "usage_text"]
 
 
 class SlackFrontend:
@@ -80,20 +77,26 @@ class SlackFrontend:
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
         self.client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
         self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
-        # Streaming edits: no 429 retry here, the renderer waits Retry-After and sends the merged text instead.
+        # Streaming writes: no 429 retry here; the renderer feeds the 429 to the budget and sends merged text.
         self.stream_client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
         self.app = AsyncApp(client=self.client, signing_secret=secret, request_verification_enabled=bool(secret),
                             process_before_response=False)
         self.limits = limits or SlackLimits()
+        self.usage = usage_text(getattr(orchestrator, "agents", None))
+        self.pipeline = AnswerPipeline(orchestrator, "slack", PlatformTexts(self.usage, RESET_DONE),
+                                       edit_interval_s=settings.slack_edit_interval_s)
         self.bot_user_id: str | None = None
         self.bot_name: str | None = None
         self._handler: AsyncSocketModeHandler | None = None
         self._seen = RecentKeys()
         self._threads = RecentKeys(50_000)  # threads answered lately; older ones are found in the checkpoints
         self._not_ours = RecentKeys(50_000)  # threads looked up and found to be other people's conversations
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.outcomes: list[ReplyOutcome] = []  # recent reply outcomes (benchmarks and tests read them)
         self._register()
+
+    @property
+    def outcomes(self) -> list[Any]:
+        """Recent reply outcomes, oldest first (benchmarks and tests read them)."""
+        return self.pipeline.outcomes
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
     @property
@@ -127,10 +130,7 @@ class SlackFrontend:
         if self._handler is not None:
             with contextlib.suppress(Exception):
                 await self._handler.close_async()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pipeline.inflight.drain()
 
     def http_routes(self) -> list[web.RouteDef]:
         """The Events API endpoint, mounted on the shared aiohttp server (HTTP mode)."""
@@ -142,8 +142,7 @@ class SlackFrontend:
 
     async def idle(self) -> None:
         """Wait until every answer in flight has finished (tests and benchmarks)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.pipeline.inflight.idle()
 
     # --- listeners ---------------------------------------------------------------------------------------------
     def _register(self) -> None:
@@ -157,36 +156,29 @@ class SlackFrontend:
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("slack listener failed on %s", body.get("type"), exc_info=error)
 
-    async def _on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        if not self._first_delivery(body, event):
-            return
-        thread_ts = event.get("thread_ts") or event["ts"]
-        self._spawn(self._answer(body.get("team_id"), event["channel"], thread_ts, event.get("text", ""),
-                                 event.get("user")))
+    async def _on_mention(self, body: dict[str, Any]) -> None:
+        await self._on_event(body)
 
-    async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        if event.get("subtype") not in ANSWERED_SUBTYPES or event.get("bot_id"):
+    async def _on_message(self, body: dict[str, Any]) -> None:
+        await self._on_event(body)
+
+    async def _on_event(self, body: dict[str, Any]) -> None:
+        inbound = inbound_from_event(body, self.bot_user_id)
+        if inbound is None:
             return
-        if event.get("user") in (None, self.bot_user_id):
-            return
-        team = body.get("team_id")
-        if event.get("channel_type") == "im":
-            thread_ts = event.get("thread_ts") or event["ts"]
-        else:
-            thread_ts = event.get("thread_ts")
-            if not thread_ts or not await self._is_our_thread(session_key(team, event["channel"], thread_ts)):
-                return  # not addressed to the bot; a mention arrives as app_mention
-        if not self._first_delivery(body, event):
-            return
-        self._spawn(self._answer(team, event["channel"], thread_ts, event.get("text", ""), event.get("user")))
+        if not inbound.addressed and not await self._is_our_thread(inbound.session_key):
+            return  # a reply in someone else's thread; a mention there arrives as app_mention
+        if not self._seen.first_time(*delivery_keys(body)):
+            return  # Slack redelivered it, or it is the `message` twin of an `app_mention`
+        self.pipeline.inflight.spawn(self._answer(inbound, body.get("team_id")))
 
     async def _on_ask(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         question = (command.get("text") or "").strip()
-        if asks_for_help(question):
-            await ack(response_type="ephemeral", text=USAGE)
+        if intent_of(question) == "help":
+            await ack(response_type="ephemeral", text=self.usage)
             return
         await ack()
-        self._spawn(self._ask(command, question, respond))
+        self.pipeline.inflight.spawn(self._ask(command, question, respond))
 
     async def _ask(self, command: dict[str, Any], question: str, respond: Any) -> None:
         channel, user = command["channel_id"], command["user_id"]
@@ -200,7 +192,7 @@ class SlackFrontend:
                 "I can't post in this conversation. Invite me with `/invite @Switchboard`, or ask me in a "
                 "direct message."))
             return
-        await self._answer(command.get("team_id"), channel, posted["ts"], question, user)
+        await self._answer(inbound_from_ask(command, posted["ts"]), command.get("team_id"))
 
     async def _on_feedback(self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
         await ack()
@@ -215,9 +207,6 @@ class SlackFrontend:
                           else "Thanks for telling us. A teammate can follow up in this thread.")
 
     # --- answering -----------------------------------------------------------------------------------------
-    def _first_delivery(self, body: dict[str, Any], event: dict[str, Any]) -> bool:
-        return self._seen.first_time(body.get("event_id"), (event.get("channel"), event.get("ts")))
-
     async def _is_our_thread(self, key: str) -> bool:
         """Checked on every thread reply in every channel the bot is in, so the checkpoint store is read once
         per thread: a thread found not to be ours stays so until a mention makes the bot answer in it."""
@@ -231,55 +220,18 @@ class SlackFrontend:
         self._not_ours.add(key)
         return False
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def question_of(self, text: str) -> str:
-        """The message without the bot's mention (anywhere in it) and surrounding whitespace."""
-        if self.bot_user_id:
-            text = re.sub(rf"<@{re.escape(self.bot_user_id)}(\|[^>]*)?>", " ", text)
-        return text.strip()
-
-    async def _answer(self, team: str | None, channel: str, thread_ts: str, text: str, user: str | None) -> None:
-        key = session_key(team, channel, thread_ts)
-        self._threads.add(key)
-        self._not_ours.discard(key)
-        question = self.question_of(text)
+    async def _answer(self, inbound: Inbound, team: str | None) -> None:
+        self._threads.add(inbound.session_key)
+        self._not_ours.discard(inbound.session_key)
+        where: Thread = inbound.place
         started = time.monotonic()
-        try:
-            if asks_for_help(question):  # a bare mention: say what it can do
-                await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=USAGE)
-                return
-            if question.lower().strip(" .!") in RESET_WORDS:
-                await self.orchestrator.reset(key)
-                await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=(
-                    "🔄 Starting over: I've forgotten this thread's conversation. Ask away."))
-                return
-            events = self.orchestrator.respond(key, question, user=f"slack:{user}")
-            surface = SlackThreadSurface(self.stream_client, channel, thread_ts, key, limits=self.limits,
+        with self.limits.posts.using(where.channel) as post_budget:
+            surface = SlackThreadSurface(self.stream_client, where.channel, where.thread_ts, inbound.session_key,
+                                         post_budget=post_budget, edit_budget=self.limits.updates,
                                          max_chars=self.settings.slack_max_chars)
+            native = None
             if self.settings.slack_streaming == "native":
-                outcome = await NativeStreamReply(self.stream_client, surface, team=team, user=user,
-                                                  interval_s=self.settings.slack_edit_interval_s).run(events)
-            else:
-                outcome = await StreamingReply(surface, EditPacer(self.settings.slack_edit_interval_s)).run(events)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - Slack itself failed (the renderer already handled the core)
-            log.exception("slack: answering in %s failed", key)
-            with contextlib.suppress(Exception):
-                await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=(
-                    "⚠️ Something went wrong while answering. Please try again."))
-            return
-        self._record(outcome, started)
-
-    def _record(self, outcome: ReplyOutcome, started: float) -> None:
-        self.outcomes = [*self.outcomes[-999:], outcome]
-        if outcome.status == "done":
-            REPLIES.labels(frontend="slack", agent=outcome.agent or "unknown").inc()
-        else:
-            ERRORS.labels(frontend="slack", code=outcome.error_code or "unknown").inc()
-        if outcome.first_token_received_at is not None:  # the renderer's clock is time.monotonic
-            FIRST_TOKEN.labels(frontend="slack").observe(max(0.0, outcome.first_token_received_at - started))
+                def native(s: Surface) -> NativeStreamReply:
+                    return NativeStreamReply(self.stream_client, surface, team=team, user=inbound.user,
+                                             interval_s=self.settings.slack_edit_interval_s)
+            await self.pipeline.answer(inbound, surface, started=started, reply=native)

@@ -3,8 +3,9 @@
 
 Why optional: native streams need a workspace (and app) that allows them; where Slack refuses the first call,
 the reply falls back to the edit renderer with every event seen so far replayed, so nothing is lost. A ticker
-appends whatever arrived once per `interval_s` (one merged call, also while the model pauses); a 429 waits
-`Retry-After` and merges more. The stream carries Markdown (Slack renders it), defused so nothing the model
+appends whatever arrived, paced like the edit renderer (`EditPacer` per reply, the surface's shared budgets, an
+injected clock): one merged call per interval, also while the model pauses. A 429 is fed to the budget the call
+spent (so the workspace's other replies slow down too), then the call waits `Retry-After`. The stream carries Markdown (Slack renders it), defused so nothing the model
 writes can ping: `<!here>`-style tokens and bare `@here`/`@channel`/`@everyone` get a word joiner. A cut never falls between `<` or `@` and what follows, so
 defusing each piece equals defusing the whole.
 """
@@ -12,6 +13,7 @@ defusing each piece equals defusing the whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -21,11 +23,11 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.metrics import RATE_LIMITED
-from bots.pacing import EditPacer
+from bots.pacing import Clock, EditPacer, Sleep
 from bots.slack.mrkdwn import ZWJ, defuse_broadcasts
-from bots.slack.surface import SlackThreadSurface, feedback_blocks, rate_limit_of
-from bots.streaming import AgentTag, ReplyOutcome, ReplyView, StreamingReply
+from bots.slack.surface import SlackThreadSurface, feedback_blocks, platform_error
+from bots.streaming import StreamingReply
+from bots.surface import AgentTag, RateLimited, ReplyOutcome, ReplyView, Write
 from core.events import Agent, Complete, Error, Event, Sources, Token
 from core.retry import USER_MESSAGES
 
@@ -43,13 +45,17 @@ class NativeStreamReply:
     """One answer as a native Slack stream; `run(events)` mirrors `StreamingReply.run`."""
 
     def __init__(self, client: AsyncWebClient, surface: SlackThreadSurface, *, team: str | None, user: str | None,
-                 interval_s: float = 1.0, attempts: int = 5) -> None:
+                 interval_s: float = 1.0, attempts: int = 5, clock: Clock = time.monotonic,
+                 sleep: Sleep = asyncio.sleep) -> None:
         self.client = client
         self.surface = surface
         self.team = team
         self.user = user
         self.interval_s = interval_s
+        self.pacer = EditPacer(interval_s)
         self.attempts = attempts
+        self._clock = clock
+        self._sleep = sleep
         self.outcome = ReplyOutcome()
         self._ts: str | None = None
         self._text = ""  # the whole answer so far (raw Markdown)
@@ -76,7 +82,7 @@ class NativeStreamReply:
                 elif isinstance(event, Token) and event.text:
                     self._text += event.text
                     if self.outcome.first_token_received_at is None:
-                        self.outcome.first_token_received_at = time.monotonic()
+                        self.outcome.first_token_received_at = self._clock()
                     if self._ts is None:
                         if not await self._start(agent):
                             return await self._fall_back(seen, iterator)
@@ -108,7 +114,10 @@ class NativeStreamReply:
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            budget = self.surface.budget_for("edit")
+            now = self._clock()
+            wait = max(self.pacer.delay(now), budget.wait_time() if budget is not None else 0.0)
+            await self._sleep(wait if wait > 0 else self.interval_s)
             await self._flush()
 
     async def _stop_ticker(self) -> None:
@@ -128,7 +137,7 @@ class NativeStreamReply:
         header = f"**{agent.label}**\n\n" if agent else ""
         text, cut = self._pending(final=False)
         try:
-            response = await self._call(self.client.chat_startStream, channel=self.surface.channel,
+            response = await self._call(self.client.chat_startStream, "post", channel=self.surface.channel,
                                         thread_ts=self.surface.thread_ts, recipient_team_id=self.team,
                                         recipient_user_id=self.user, markdown_text=header + text)
         except SlackApiError as error:
@@ -136,7 +145,7 @@ class NativeStreamReply:
             return False
         self._ts = str(response["ts"])
         self._sent = cut
-        self._last_flush = time.monotonic()
+        self._last_flush = self._clock()
         self.outcome.handles.append(self._ts)
         self.outcome.posts += 1
         self.outcome.placeholder_at = self._last_flush
@@ -151,7 +160,10 @@ class NativeStreamReply:
             async for event in rest:
                 yield event
 
-        return await StreamingReply(self.surface, EditPacer(self.interval_s)).run(replay())
+        fallback = StreamingReply(self.surface, EditPacer(self.interval_s), clock=self._clock, sleep=self._sleep)
+        fallback.outcome.agent = self.outcome.agent
+        self.outcome = fallback.outcome  # the pipeline reads the outcome of whichever renderer ran
+        return await fallback.run(replay())
 
     def _pending(self, *, final: bool) -> tuple[str, int]:
         """The defused text not yet streamed, and where it ends in `_text` (held back before a `<`/`@` word)."""
@@ -167,13 +179,13 @@ class NativeStreamReply:
             if not text:
                 return
             try:
-                await self._call(self.client.chat_appendStream, channel=self.surface.channel, ts=self._ts,
+                await self._call(self.client.chat_appendStream, "edit", channel=self.surface.channel, ts=self._ts,
                                  markdown_text=text)
             except SlackApiError as error:
                 log.info("chat.appendStream failed (%s); merged into the next one", error.response.get("error"))
                 return
             self._sent = end
-            self._last_flush = time.monotonic()
+            self._last_flush = self._clock()
             self.outcome.edits += 1
             if self.outcome.first_token_at is None:
                 self.outcome.first_token_at = self._last_flush
@@ -192,25 +204,32 @@ class NativeStreamReply:
                 kwargs["blocks"] = [b for b in feedback_blocks(view, self.surface.session_key)
                                     if b["type"] != "section"]
             try:
-                await self._call(self.client.chat_stopStream, channel=self.surface.channel, ts=self._ts, **kwargs)
+                await self._call(self.client.chat_stopStream, "edit", channel=self.surface.channel, ts=self._ts,
+                                 **kwargs)
                 self._sent = end
                 self.outcome.delivered = True
+                self.outcome.final_at = self._clock()
                 self.outcome.answer = self._text
                 return
             except SlackApiError as error:
                 log.warning("chat.stopStream failed (%s), attempt %d", error.response.get("error"), attempt + 1)
-                await asyncio.sleep(min(2.0**attempt, 10.0))
+                await self._sleep(min(2.0**attempt, 10.0))
 
-    async def _call(self, method: Any, **kwargs: Any) -> Any:
-        """A streaming call; a 429 waits Retry-After and tries again (the pending text grows meanwhile)."""
-        for _ in range(self.attempts):
+    async def _call(self, method: Any, write: Write, **kwargs: Any) -> Any:
+        """A streaming call within the surface's budget for `write`; a 429 is fed to that budget, waited out
+        (the pending text grows meanwhile) and the call tried again."""
+        budget = self.surface.budget_for(write)
+        for attempt in range(self.attempts + 1):
+            self.pacer.record(self._clock())
             try:
-                return await method(**kwargs)
+                async with budget.slot() if budget is not None else contextlib.nullcontext():
+                    return await method(**kwargs)
             except SlackApiError as error:
-                retry_after = rate_limit_of(error)
-                if retry_after is None:
+                mapped = platform_error(error)
+                if not isinstance(mapped, RateLimited) or attempt == self.attempts:
                     raise
-                RATE_LIMITED.labels(platform="slack").inc()
                 self.outcome.rate_limited += 1
-                await asyncio.sleep(retry_after)
-        return await method(**kwargs)
+                if budget is not None:
+                    budget.note_rate_limited(mapped.retry_after)
+                await self._sleep(mapped.retry_after)
+        raise AssertionError("unreachable")

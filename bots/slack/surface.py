@@ -1,12 +1,12 @@
-"""One streamed answer in one Slack thread: the `Surface` the shared renderer (`bots.streaming`) drives.
+"""One streamed answer in one Slack thread: the `bots.surface.Surface` the shared renderer drives.
 
-Slack's limits live here, because only the surface knows them:
+Slack's limits are declared here, because only the surface knows them (the renderer spends them):
 - `chat.update` is Tier 3 (about 50 a minute per workspace); `SlackLimits.updates` is a budget every reply in
   the workspace shares, so twenty concurrent answers slow down instead of drawing 429s.
 - `chat.postMessage` allows about one message a second per channel with short bursts; `SlackLimits.posts`
   keeps one budget per channel.
-- A 429 that still happens becomes `RateLimited(Retry-After)`, so the renderer waits and sends the merged
-  text; `msg_too_long` becomes `MessageTooLong`, so it cuts smaller.
+- A 429 that still happens becomes `RateLimited(Retry-After)` (`platform_error`), which the renderer feeds to
+  the budget the call spent and then sends the merged text; `msg_too_long` becomes `MessageTooLong`.
 
 The web client given here must not retry 429s itself (the renderer does it better: a retried edit would send
 stale text); the app's main client, which bolt uses for everything else, keeps slack_sdk's retry handlers.
@@ -21,10 +21,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.metrics import RATE_LIMITED
-from bots.pacing import ChannelBudgets, EditBudget
+from bots.pacing import Budget, BudgetPool, EditBudget, retry_after_of
 from bots.slack.mrkdwn import defuse_broadcasts, escape, to_mrkdwn
 from bots.splitting import split_markdown
-from bots.streaming import MessageTooLong, RateLimited, ReplyView, SurfaceGone, render_plain
+from bots.surface import MessageTooLong, RateLimited, ReplyView, SurfaceGone, Write, render_plain
 
 SECTION_CHARS = 3000  # Slack refuses a section block's text beyond this
 # Errors after which no retry can succeed: the conversation or the message is gone, or the bot was removed.
@@ -42,7 +42,7 @@ class SlackLimits:
                  post_window_s: float = 3.0) -> None:
         # 10 per 12 s is Tier 3's 50 a minute, never more than Slack's bucket lets through at once.
         self.updates = EditBudget(updates_per_window, window_s)
-        self.posts = ChannelBudgets(posts_per_channel, post_window_s)
+        self.posts = BudgetPool(posts_per_channel, post_window_s)
 
 
 def render_slack(view: ReplyView) -> str:
@@ -77,62 +77,69 @@ def rate_limit_of(error: SlackApiError) -> float | None:
     response = error.response
     if getattr(response, "status_code", None) != 429 and response.get("error") != "ratelimited":
         return None
-    headers = getattr(response, "headers", None) or {}
-    raw = headers.get("Retry-After") or headers.get("retry-after") or 1
-    try:
-        return float(raw[0] if isinstance(raw, list) else raw)
-    except (TypeError, ValueError):
-        return 1.0
+    return retry_after_of(getattr(response, "headers", None))
+
+
+def platform_error(error: SlackApiError) -> Exception:
+    """What a Slack error means to the renderer: RateLimited, MessageTooLong, SurfaceGone, or itself."""
+    retry_after = rate_limit_of(error)
+    if retry_after is not None:
+        RATE_LIMITED.labels(platform="slack").inc()
+        return RateLimited(retry_after)
+    code = error.response.get("error")
+    if code == "msg_too_long":
+        return MessageTooLong()
+    if code in GONE_ERRORS:
+        return SurfaceGone(code)
+    return error
 
 
 class SlackThreadSurface:
-    """Posts and edits the messages of one answer in one thread (`thread_ts`) of one channel."""
+    """Posts and edits the messages of one answer in one thread (`thread_ts`) of one channel.
+
+    `post_budget` is the channel's (posts per channel), `edit_budget` the workspace's `chat.update` budget; the
+    renderer takes their slots and feeds them Slack's 429s."""
 
     finalize_sets_text = True  # the final chat.update carries text and blocks at once
 
     def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str, session_key: str, *,
-                 limits: SlackLimits, max_chars: int = 3900) -> None:
+                 post_budget: Budget | None = None, edit_budget: Budget | None = None,
+                 max_chars: int = 3900) -> None:
         self.client = client
         self.channel = channel
         self.thread_ts = thread_ts
         self.session_key = session_key
-        self.limits = limits
+        self.post_budget = post_budget
+        self.edit_budget = edit_budget
         self.max_chars = max_chars
 
     def render(self, view: ReplyView) -> str:
         return render_slack(view)
 
+    def budget_for(self, write: Write) -> Budget | None:
+        return self.post_budget if write == "post" else self.edit_budget
+
     async def post(self, text: str) -> str:
-        with self.limits.posts.using(self.channel) as budget:
-            async with budget.slot():
-                response = await self._call(self.client.chat_postMessage, channel=self.channel,
-                                            thread_ts=self.thread_ts, text=text, unfurl_links=False,
-                                            unfurl_media=False)
+        response = await self._call(self.client.chat_postMessage, channel=self.channel, thread_ts=self.thread_ts,
+                                    text=text, unfurl_links=False, unfurl_media=False)
         return str(response["ts"])
 
     async def edit(self, handle: str, text: str) -> None:
-        async with self.limits.updates.slot():
-            await self._call(self.client.chat_update, channel=self.channel, ts=handle, text=text)
+        await self._call(self.client.chat_update, channel=self.channel, ts=handle, text=text)
 
     async def finalize(self, handle: str, view: ReplyView) -> None:
         """The final edit: the text, and for an answer blocks with the context line and feedback buttons."""
         if view.status != "done":
             await self.edit(handle, render_slack(view))
             return
-        async with self.limits.updates.slot():
-            await self._call(self.client.chat_update, channel=self.channel, ts=handle, text=render_slack(view),
-                             blocks=feedback_blocks(view, self.session_key))
+        await self._call(self.client.chat_update, channel=self.channel, ts=handle, text=render_slack(view),
+                         blocks=feedback_blocks(view, self.session_key))
 
     async def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:
             return await method(**kwargs)
         except SlackApiError as error:
-            retry_after = rate_limit_of(error)
-            if retry_after is not None:
-                RATE_LIMITED.labels(platform="slack").inc()
-                raise RateLimited(retry_after) from error
-            if error.response.get("error") == "msg_too_long":
-                raise MessageTooLong() from error
-            if error.response.get("error") in GONE_ERRORS:
-                raise SurfaceGone(error.response.get("error")) from error
-            raise
+            mapped = platform_error(error)
+            if mapped is error:
+                raise
+            raise mapped from error

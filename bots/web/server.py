@@ -20,17 +20,19 @@ from typing import Any
 from aiohttp import web
 
 from bots import metrics
+from bots.inflight import Inflight
 from bots.web.openapi import DOCS_PAGE, openapi_spec
 from bots.web.sse import sse_frame
-from core.events import Agent, Complete, Error, Token
+from core.events import Complete, Error, Token
 from core.orchestrator import Orchestrator, clean_message
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 ORCHESTRATOR = web.AppKey("orchestrator", Orchestrator)
-INFLIGHT = web.AppKey("inflight", set)
+INFLIGHT = web.AppKey("inflight", Inflight)
 STATE = web.AppKey("state", dict)  # mutable flags such as "shutting_down"
+RESTARTING = "The server is restarting; the answer was interrupted. Please ask again."
 
 
 def app_version() -> str:
@@ -119,25 +121,36 @@ async def chat(request: web.Request) -> web.StreamResponse:
         "X-Accel-Buffering": "no", "Connection": "keep-alive",
     })
     await response.prepare(request)
-    task = asyncio.current_task()
-    request.app[INFLIGHT].add(task)
-    started = time.perf_counter()
-    first_token = False
+    request.app[INFLIGHT].track()
+    await _stream_answer(request, response, orchestrator, session_id, message)
+    try:
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
+    return response
+
+
+async def _stream_answer(request: web.Request, response: web.StreamResponse, orchestrator: Orchestrator,
+                         session_id: str, message: str) -> None:
+    """The core's events as SSE frames, recorded like every front-end's replies (first token = first token
+    written to the client)."""
+    started = time.monotonic()
+    first_token_at: float | None = None
+    status, agent, code = "error", None, "interrupted"
     events = orchestrator.respond(f"web:{session_id}", message, user=request.remote)
     try:
         async for event in events:
-            if isinstance(event, Token) and not first_token:
-                first_token = True
-                metrics.FIRST_TOKEN.labels("web").observe(time.perf_counter() - started)
-            elif isinstance(event, Complete):
-                metrics.REPLIES.labels("web", event.agent).inc()
-            elif isinstance(event, Error):
-                metrics.ERRORS.labels("web", event.code).inc()
             await response.write(sse_frame(event, session_id))
+            if isinstance(event, Token) and first_token_at is None:
+                first_token_at = time.monotonic()
+            elif isinstance(event, Complete):
+                status, agent, code = "done", event.agent, None
+            elif isinstance(event, Error):
+                code = event.code
     except (ConnectionResetError, asyncio.CancelledError) as exc:
         if isinstance(exc, asyncio.CancelledError) and request.app[STATE].get("shutting_down"):
             # Shutdown mid-stream: tell the client why the answer stops here.
-            interrupted = Error("interrupted", "The server is restarting; the answer was interrupted. Please ask again.")
+            interrupted = Error("interrupted", RESTARTING)
             try:
                 await asyncio.shield(response.write(sse_frame(interrupted, session_id)))
                 await asyncio.shield(response.write_eof())
@@ -146,15 +159,12 @@ async def chat(request: web.Request) -> web.StreamResponse:
             raise
         if isinstance(exc, asyncio.CancelledError):
             raise
+        code = "client_gone"
         log.info("[web:%s] client went away mid-stream", session_id)
     finally:
         await events.aclose()
-        request.app[INFLIGHT].discard(task)
-    try:
-        await response.write_eof()
-    except ConnectionResetError:
-        pass
-    return response
+        metrics.record_reply("web", status=status, agent=agent, error_code=code,
+                             first_token_s=first_token_at - started if first_token_at is not None else None)
 
 
 async def get_session(request: web.Request) -> web.Response:
@@ -177,23 +187,9 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    orchestrator = request.app[ORCHESTRATOR]
-    checks: dict[str, Any] = {"llm": {"ok": True, "mode": orchestrator.mode}}
-    try:
-        counts = await asyncio.to_thread(orchestrator.brain.knowledge.counts)  # type: ignore[attr-defined]
-        total = sum(counts.values())
-        checks["store"] = {"ok": total > 0, "chunks": counts}
-        if total == 0:
-            checks["store"]["error"] = "the knowledge base is empty; run `switchboard ingest`"
-    except Exception as exc:  # noqa: BLE001
-        checks["store"] = {"ok": False, "error": f"the knowledge store cannot be read: {type(exc).__name__}"}
-    try:
-        await orchestrator.checkpointer.aget_tuple({"configurable": {"thread_id": "health:probe"}})
-        checks["checkpoints"] = {"ok": True}
-    except Exception as exc:  # noqa: BLE001
-        checks["checkpoints"] = {"ok": False, "error": f"checkpoints cannot be read: {type(exc).__name__}"}
-    failing = [name for name, check in checks.items() if not check["ok"]]
-    body = {"status": "ok" if not failing else "unavailable", "failing": failing, "checks": checks,
+    report = await request.app[ORCHESTRATOR].health()
+    failing = report.failing
+    body = {"status": "ok" if not failing else "unavailable", "failing": failing, "checks": report.checks(),
             "version": app_version()}
     return web.json_response(body, status=503 if failing else 200)
 
@@ -214,11 +210,7 @@ async def docs(request: web.Request) -> web.Response:
 async def _cancel_inflight(app: web.Application) -> None:
     """On shutdown, streams in flight get their 'interrupted' frame before the connection closes."""
     app[STATE]["shutting_down"] = True
-    tasks = [t for t in app[INFLIGHT] if not t.done()]
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks, timeout=5)
+    await app[INFLIGHT].drain(timeout_s=5)
 
 
 def create_app(orchestrator: Orchestrator, *, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
@@ -228,7 +220,7 @@ def create_app(orchestrator: Orchestrator, *, extra_routes: list[web.RouteDef] |
         client_max_size=max(1024**2, settings.max_message_chars * 8),
     )
     app[ORCHESTRATOR] = orchestrator
-    app[INFLIGHT] = set()
+    app[INFLIGHT] = Inflight("web")
     app[STATE] = {}
     app.router.add_get("/", index)
     app.router.add_get("/chat", chat_page)

@@ -24,6 +24,11 @@ What it serves:
   guild, GET/PUT bulk overwrite, POST upsert), guilds, channels, messages (create/edit/get/delete), typing,
   threads (from a message: thread id = message id, as on Discord; without a message), DMs (POST users/@me/
   channels), interaction callbacks (types 4, 5, 6, 7) and interaction webhooks (@original and follow-ups).
+- Message components (buttons in action rows) in every message create/edit body, interaction callback and
+  webhook: validated as Discord does (at most 5 rows of 5, a non-link button's `custom_id` 1-100 characters and
+  unique in the message, a label of at most 80; 50035 otherwise), stored with the numeric `id`s Discord assigns,
+  and returned in the `components` field of the message (REST responses and gateway events). A message whose
+  body omits `components` keeps the ones it has, as on Discord.
 - Errors in Discord's JSON shape: 50035 (content over 2,000 characters, invalid command), 50006 (empty
   message), 50013 (thread creation in a channel switched by `fake.deny_thread_creation(channel_id)`), 10003,
   10008, 10062, 10015, 40060, 160004.
@@ -45,9 +50,11 @@ What it serves:
 
 Acting as users: `await fake.user_message(channel_id, content, author=, mentions_bot=, message_reference=)`,
 `fake.dm_channel(user)`, `await fake.slash_command(name, options, channel_id=, guild_id=, user=)`,
+`await fake.click_button(message, custom_id, user=)` (INTERACTION_CREATE type 3, MESSAGE_COMPONENT),
 `fake.add_user(name)`, `fake.add_guild(name, channels=)`, `await fake.drop_connections()` (the client RESUMEs).
 Assertion helpers: `messages_in(channel_id, from_bot=)`, `message(id)`, `edits_of(message_id)`,
-`original_response(interaction)`, `await wait_for(predicate, timeout)`, `threads`, `typing_calls`,
+`original_response(interaction)`, `buttons_of(message)`, `replies_to(interaction)`, `await wait_for(predicate,
+timeout)`, `threads`, `typing_calls`,
 `interaction_responses`, `command_syncs`, `commands(guild_id)`, `requests`, `rate_limited_count`,
 `gateway_connections`, `unhandled` (requests no route matched: a sign the fake lacks an endpoint).
 """
@@ -95,6 +102,10 @@ PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESS
 
 CHANNEL_TEXT, CHANNEL_DM, CHANNEL_PUBLIC_THREAD, CHANNEL_PRIVATE_THREAD = 0, 1, 11, 12
 MESSAGE_DEFAULT, MESSAGE_REPLY, MESSAGE_CHAT_INPUT = 0, 19, 20
+INTERACTION_COMMAND, INTERACTION_COMPONENT = 2, 3
+COMPONENT_ACTION_ROW, COMPONENT_BUTTON = 1, 2
+BUTTON_LINK, BUTTON_PREMIUM = 5, 6
+MAX_ROWS, MAX_ROW_ITEMS, MAX_CUSTOM_ID, MAX_BUTTON_LABEL = 5, 5, 100, 80
 FLAG_HAS_THREAD, FLAG_EPHEMERAL, FLAG_LOADING = 1 << 5, 1 << 6, 1 << 7
 ALL_PERMISSIONS = str((1 << 41) - 1)
 
@@ -490,6 +501,17 @@ class FakeDiscord:
     def commands(self, guild_id: int | None = None) -> list[Json]:
         return list(self._commands.get(guild_id, []))
 
+    @staticmethod
+    def buttons_of(message: Json) -> list[Json]:
+        """The buttons a message carries, in order, across its action rows."""
+        return [child for row in message.get("components") or [] if row.get("type") == COMPONENT_ACTION_ROW
+                for child in row.get("components") or [] if child.get("type") == COMPONENT_BUTTON]
+
+    def replies_to(self, interaction: Json | str) -> list[InteractionResponse]:
+        """The callbacks the bot sent for one interaction (type 4 with `data.flags & 64` is an ephemeral reply)."""
+        token = interaction if isinstance(interaction, str) else interaction["token"]
+        return [r for r in self.interaction_responses if r.token == token]
+
     def original_response(self, interaction: Json | str) -> Json | None:
         """The message an interaction's response created (None before it was acknowledged with a message)."""
         token = interaction if isinstance(interaction, str) else interaction["token"]
@@ -666,14 +688,39 @@ class FakeDiscord:
                       "options": self._options_payload(options)}
         if command and command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
+        return await self._interact(INTERACTION_COMMAND, data, channel, gid, user_payload)
+
+    async def click_button(self, message: Json | int, custom_id: str, *, user: Json | int | None = None) -> Json:
+        """A user clicks the button `custom_id` on a message: INTERACTION_CREATE (type 3, MESSAGE_COMPONENT) with
+        `data: {custom_id, component_type: 2}` and the message as it is now. Returns the interaction payload; the
+        bot answers through the usual callback (`interaction_responses`, `replies_to`).
+
+        Like Discord's client, it only clicks what is there: a button the message does not carry (or a link
+        button) raises LookupError.
+        """
+        current = self.messages[int(message["id"]) if isinstance(message, dict) else int(message)]
+        if custom_id not in (b.get("custom_id") for b in self.buttons_of(current)):
+            raise LookupError(f"message {current['id']} has no button {custom_id!r}")
+        channel = self.channels[int(current["channel_id"])]
+        in_guild = channel["type"] != CHANNEL_DM
+        gid = int(channel["guild_id"]) if in_guild else None
+        user_payload = self.users[self._user_id(user if user is not None or in_guild
+                                                else channel["recipients"][0])]
+        data: Json = {"custom_id": custom_id, "component_type": COMPONENT_BUTTON}
+        return await self._interact(INTERACTION_COMPONENT, data, channel, gid, user_payload,
+                                    message=copy.deepcopy(current))
+
+    async def _interact(self, kind: int, data: Json, channel: Json, gid: int | None, user_payload: Json,
+                        **extra: Any) -> Json:
+        """Build an interaction payload as Discord sends it, remember it for its callback and webhooks, dispatch."""
         interaction_id = self._ids.next()
         payload: Json = {
-            "id": str(interaction_id), "application_id": str(self.app_id), "type": 2, "data": data,
+            "id": str(interaction_id), "application_id": str(self.app_id), "type": kind, "data": data,
             "token": "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48), "version": 1,
             "channel_id": channel["id"], "channel": channel, "locale": "en-US", "app_permissions": ALL_PERMISSIONS,
-            "entitlements": [], "attachment_size_limit": 10 * 1024 * 1024,
+            "entitlements": [], "attachment_size_limit": 10 * 1024 * 1024, **extra,
         }
-        if in_guild:
+        if gid is not None:
             member = dict(self.members[gid][int(user_payload["id"])], permissions=ALL_PERMISSIONS)
             payload.update(guild_id=str(gid), guild={"id": str(gid), "locale": "en-US", "features": []},
                            guild_locale="en-US", member=member, context=0,
@@ -1035,7 +1082,8 @@ class FakeDiscord:
             mentions.append(int(referenced["author"]["id"]))
         message = self._new_message(channel, self.bot_user, body.get("content") or "", mention_ids=mentions,
                                     reference=reference, referenced=referenced, embeds=body.get("embeds"),
-                                    flags=int(body.get("flags") or 0), attachments=body.get("attachments"))
+                                    flags=int(body.get("flags") or 0), attachments=body.get("attachments"),
+                                    components=body.get("components"))
         await self._dispatch_message("MESSAGE_CREATE", message)
         return _json(200, message, headers)
 
@@ -1072,13 +1120,16 @@ class FakeDiscord:
         return web.Response(status=204)
 
     async def _apply_edit(self, message: Json, body: Json) -> Json | _EditRejected:
-        merged = {k: body[k] if k in body else message[k] for k in ("content", "embeds", "attachments")}
+        merged = {k: body[k] if k in body else message[k]
+                  for k in ("content", "embeds", "attachments", "components")}
         content, embeds = merged["content"], merged["embeds"]
         error = _content_error(merged)
         if error:
             return _EditRejected(error)
         message["content"] = content or ""
         message["embeds"] = embeds or []
+        if "components" in body:  # omitted: the message keeps its components, as on Discord
+            message["components"] = _stored_components(body["components"])
         if "content" in body:
             message["mentions"] = [self.users[i] for i in
                                    self._mentioned_ids(message["content"], body.get("allowed_mentions"))]
@@ -1122,7 +1173,8 @@ class FakeDiscord:
     def _new_message(self, channel: Json, author: Json, content: str, *, mention_ids: list[int],
                      reference: Json | None = None, referenced: Json | None = None,
                      embeds: list[Json] | None = None, flags: int = 0, message_type: int | None = None,
-                     attachments: list[Json] | None = None, extra: Json | None = None) -> Json:
+                     attachments: list[Json] | None = None, components: list[Json] | None = None,
+                     extra: Json | None = None) -> Json:
         """Build a message as Discord returns it, store it, and bump the channel's (thread's) counters."""
         message_id = self._ids.next()
         message: Json = {
@@ -1130,7 +1182,7 @@ class FakeDiscord:
             "timestamp": iso_now(), "edited_timestamp": None, "tts": False, "mention_everyone": False,
             "mentions": [self.users[i] for i in dict.fromkeys(mention_ids)], "mention_roles": [],
             "attachments": [self._attachment(a) for a in attachments or [] if "size" in a],
-            "embeds": embeds or [], "reactions": [], "pinned": False, "components": [],
+            "embeds": embeds or [], "reactions": [], "pinned": False, "components": _stored_components(components),
             "type": message_type if message_type is not None else (MESSAGE_REPLY if reference else MESSAGE_DEFAULT),
             "flags": flags,
         }
@@ -1233,7 +1285,7 @@ class FakeDiscord:
         self._changed()
         if request.query.get("with_response") not in ("1", "true", "True"):
             return web.Response(status=204)
-        interaction: Json = {"id": record.payload["id"], "type": 2,
+        interaction: Json = {"id": record.payload["id"], "type": record.payload["type"],
                              "response_message_loading": kind == 5,
                              "response_message_ephemeral": bool(message and message["flags"] & FLAG_EPHEMERAL)}
         resource: Json = {"type": kind}
@@ -1247,15 +1299,19 @@ class FakeDiscord:
         user = payload["member"]["user"] if "member" in payload else payload["user"]
         channel = self.channels[record.channel_id]
         content = data.get("content") or ""
-        extra = {"webhook_id": str(self.app_id), "application_id": str(self.app_id),
-                 "interaction_metadata": {"id": payload["id"], "type": 2, "user": user, "name": payload["data"]
-                                          ["name"], "authorizing_integration_owners":
-                                          payload["authorizing_integration_owners"]}}
+        metadata: Json = {"id": payload["id"], "type": payload["type"], "user": user,
+                          "authorizing_integration_owners": payload["authorizing_integration_owners"]}
+        if payload["type"] == INTERACTION_COMMAND:
+            metadata["name"] = payload["data"]["name"]
+        elif "message" in payload:  # a component interaction: the message whose button was clicked
+            metadata["interacted_message_id"] = payload["message"]["id"]
+        extra = {"webhook_id": str(self.app_id), "application_id": str(self.app_id), "interaction_metadata": metadata}
         message = self._new_message(channel, self.bot_user, content,
                                     mention_ids=self._mentioned_ids(content, data.get("allowed_mentions")),
                                     embeds=data.get("embeds"), flags=int(data.get("flags") or 0),
-                                    attachments=data.get("attachments"), message_type=MESSAGE_CHAT_INPUT,
-                                    extra=extra)
+                                    attachments=data.get("attachments"), components=data.get("components"),
+                                    message_type=MESSAGE_CHAT_INPUT if payload["type"] == INTERACTION_COMMAND
+                                    else MESSAGE_DEFAULT, extra=extra)
         if not message["flags"] & FLAG_EPHEMERAL:
             await self._dispatch_message("MESSAGE_CREATE", message)
         return message
@@ -1373,9 +1429,71 @@ def _content_error(body: Json) -> Json | None:
         return invalid_form_body("content", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CONTENT} or fewer in length.")
     if embeds is not None and len(embeds) > 10:
         return invalid_form_body("embeds", "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
-    if not (content or "").strip() and not embeds and not body.get("attachments"):
+    error = _components_error(body.get("components"))
+    if error:
+        return error
+    if not (content or "").strip() and not embeds and not body.get("attachments") and not body.get("components"):
         return discord_error(50006, "Cannot send an empty message")
     return None
+
+
+def _components_error(components: Any) -> Json | None:
+    """Discord's validation of message components (action rows of buttons): 50035 with the error at the path of
+    the offending field, e.g. `components.0.components.1.custom_id`."""
+    if components is None:
+        return None
+
+    def error(path: list[str], code: str, message: str) -> Json:
+        errors: Json = {"_errors": [{"code": code, "message": message}]}
+        for part in reversed(["components", *path]):
+            errors = {part: errors}
+        return discord_error(50035, "Invalid Form Body", errors)
+
+    if not isinstance(components, list) or len(components) > MAX_ROWS:
+        return error([], "BASE_TYPE_BAD_LENGTH", f"Must be between 0 and {MAX_ROWS} in length.")
+    seen: set[str] = set()
+    for r, row in enumerate(components):
+        children = row.get("components") if isinstance(row, dict) else None
+        if not isinstance(row, dict) or row.get("type") != COMPONENT_ACTION_ROW:
+            return error([str(r), "type"], "UNION_TYPE_CHOICES", "Value of field \"type\" must be one of (1,).")
+        if not isinstance(children, list) or not 1 <= len(children) <= MAX_ROW_ITEMS:
+            return error([str(r), "components"], "BASE_TYPE_BAD_LENGTH",
+                         f"Must be between 1 and {MAX_ROW_ITEMS} in length.")
+        for c, child in enumerate(children):
+            at = [str(r), "components", str(c)]
+            if child.get("type") != COMPONENT_BUTTON:
+                continue  # only buttons are checked in depth; other components pass as sent
+            if len(child.get("label") or "") > MAX_BUTTON_LABEL:
+                return error([*at, "label"], "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_BUTTON_LABEL} or fewer in length.")
+            if child.get("style") in (BUTTON_LINK, BUTTON_PREMIUM):
+                continue
+            custom_id = child.get("custom_id")
+            if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= MAX_CUSTOM_ID:
+                return error([*at, "custom_id"], "BASE_TYPE_BAD_LENGTH",
+                             f"Must be between 1 and {MAX_CUSTOM_ID} in length.")
+            if custom_id in seen:
+                return error([*at, "custom_id"], "COMPONENT_CUSTOM_ID_DUPLICATED",
+                             "Component custom id cannot be duplicated")
+            seen.add(custom_id)
+    return None
+
+
+def _stored_components(components: list[Json] | None) -> list[Json]:
+    """Components as Discord stores and returns them: a copy, each with the numeric `id` Discord assigns (1, 2, …
+    in document order) where the sender gave none."""
+    stored = copy.deepcopy(components or [])
+    next_id = 1
+
+    def number(items: list[Json]) -> None:
+        nonlocal next_id
+        for item in items:
+            if "id" not in item:
+                item["id"] = next_id
+            next_id = max(next_id, int(item["id"])) + 1
+            number(item.get("components") or [])
+
+    number(stored)
+    return stored
 
 
 COMMAND_NAME_RE = re.compile(r"^[-_\w]{1,32}$")

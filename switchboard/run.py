@@ -1,5 +1,8 @@
 """`switchboard run`: the web server always, plus Slack and Discord when their tokens are set, in one event loop.
 
+Composition only: the front-ends live in `bots/`, the orchestrator in `core/`; this module builds them and wires
+them together.
+
 Start-up validation comes first; each problem is a sentence with its fix. SIGINT/SIGTERM stop everything
 cleanly: replies in flight get their final edit or an "interrupted" note before connections close.
 """
@@ -10,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from aiohttp import web
@@ -18,18 +21,26 @@ from rich.console import Console
 
 from bots.startup import StartupError, discord_enabled, slack_enabled, validate_settings
 from core.settings import Settings
+from knowledge.agents import AgentsFileError, check_documents
+
+if TYPE_CHECKING:
+    from core.orchestrator import Orchestrator
 
 log = logging.getLogger(__name__)
 console = Console()
 
 
-async def _check_store(settings: Settings, orchestrator: Any) -> None:
-    try:
-        counts = await asyncio.to_thread(orchestrator.brain.knowledge.counts)
-    except Exception as exc:  # noqa: BLE001
-        raise StartupError(f"The knowledge store cannot be read ({exc}). Check SWITCHBOARD_DATA_DIR / CHROMA_HOST.")
-    if sum(counts.values()) == 0:
+async def _check_store(orchestrator: Orchestrator) -> None:
+    report = await orchestrator.health()
+    if report.chunks is None:
+        raise StartupError(f"The knowledge store cannot be read ({report.store_cause}). "
+                           "Check SWITCHBOARD_DATA_DIR / CHROMA_HOST.")
+    if report.store_empty:
         raise StartupError("The knowledge base is empty. Run `switchboard ingest` (or `make run`, which does it).")
+    try:
+        check_documents(orchestrator.agents, report.chunks)  # every agent in the agents file has documents
+    except AgentsFileError as exc:
+        raise StartupError(str(exc)) from None
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -38,13 +49,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     problems = validate_settings(settings)
     if problems:
         raise StartupError("\n".join(f"{p.message} Fix: {p.fix}" for p in problems))
-    orchestrator = await build_orchestrator(settings)
+    try:
+        orchestrator = await build_orchestrator(settings)
+    except AgentsFileError as exc:  # a bad AGENTS_FILE: its one-sentence fix, no traceback
+        raise StartupError(str(exc)) from None
     frontends: list[Any] = []
     runner: web.AppRunner | None = None
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     try:
-        await _check_store(settings, orchestrator)
+        await _check_store(orchestrator)
         extra_routes: list[web.RouteDef] = []
         if slack_enabled(settings):
             from bots.slack.app import SlackFrontend
@@ -113,12 +127,3 @@ def run_command() -> None:
         raise typer.Exit(2)
     except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it first
         pass
-
-
-def register(app: typer.Typer) -> None:
-    from bots.checks import register_checks
-    from bots.feedback import register as register_feedback
-
-    app.command(name="run")(run_command)
-    register_feedback(app)
-    register_checks()

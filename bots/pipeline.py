@@ -1,0 +1,160 @@
+"""One answer pipeline for every chat front-end.
+
+Every front-end is the same three steps:
+1. a pure `payload → Inbound | None` of its own (who is asking, in which conversation, what);
+2. `AnswerPipeline.answer(inbound, surface)`, shared: help and reset, `respond()`, rendering, recording the
+   outcome (the same metric names and meanings everywhere: first token = first answer text visible to the
+   user), and tracking the task so shutdown can land or mark it;
+3. a `bots.surface.Surface` of its own that knows the platform's calls and limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from bots import metrics
+from bots.inflight import Inflight
+from bots.pacing import Clock, EditPacer, Sleep
+from bots.streaming import StreamingReply
+from bots.surface import RateLimited, ReplyOutcome, Surface, SurfaceGone
+from core.events import Event
+
+log = logging.getLogger(__name__)
+
+Intent = Literal["help", "reset", "question"]
+RESET_WORDS = frozenset({"reset", "start over", "new conversation", "forget"})
+SAY_ATTEMPTS = 3
+FAILED = "⚠️ Something went wrong while answering. Please try again."
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message for the bot, platform-neutral. `place` is where to reply, in the adapter's own terms.
+
+    `addressed` is False for a message that is only for the bot if its conversation is one the bot is having
+    (a reply in a Slack thread without a mention): the adapter checks that before answering.
+    """
+
+    platform: str
+    session_key: str
+    text: str
+    user: str | None
+    place: Any = None
+    addressed: bool = True
+
+
+def intent_of(text: str) -> Intent:
+    """What a message asks for: usage help (empty, or just 'help'), a fresh start, or an answer."""
+    words = text.strip().lower().strip(" ?!.")
+    if words in ("", "help"):
+        return "help"
+    if words in RESET_WORDS:
+        return "reset"
+    return "question"
+
+
+class Reply(Protocol):
+    """A renderer of one answer: `StreamingReply`, or Slack's native stream."""
+
+    outcome: ReplyOutcome
+
+    async def run(self, events: AsyncIterator[Event]) -> ReplyOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformTexts:
+    """The sentences a platform shows for help and reset, in its own formatting."""
+
+    usage: str
+    reset_done: str = "🔄 Starting over: I've forgotten this conversation. Ask away."
+
+
+class AnswerPipeline:
+    """Answers inbound messages of one platform on the shared orchestrator."""
+
+    def __init__(self, orchestrator: Any, platform: str, texts: PlatformTexts, *, edit_interval_s: float = 1.0,
+                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep, keep: int = 200) -> None:
+        self.orchestrator = orchestrator
+        self.platform = platform
+        self.texts = texts
+        self.edit_interval_s = edit_interval_s
+        self.inflight = Inflight(platform)
+        self.recent: deque[tuple[str, ReplyOutcome]] = deque(maxlen=keep)  # (session key, outcome), newest last
+        self._clock = clock
+        self._sleep = sleep
+
+    def streaming(self, surface: Surface) -> Reply:
+        """The default renderer: messages edited in place, paced by this platform's interval."""
+        return StreamingReply(surface, EditPacer(self.edit_interval_s), clock=self._clock, sleep=self._sleep)
+
+    async def answer(self, inbound: Inbound, surface: Surface, *, started: float | None = None,
+                     reply: Callable[[Surface], Reply] | None = None) -> ReplyOutcome | None:
+        """Answer one message on `surface`; returns the outcome of a streamed answer (None for help/reset)."""
+        started = self._clock() if started is None else started
+        intent = intent_of(inbound.text)
+        if intent == "help":
+            await self.say(surface, self.texts.usage)
+            return None
+        if intent == "reset":
+            await self.orchestrator.reset(inbound.session_key)
+            await self.say(surface, self.texts.reset_done)
+            return None
+        renderer = (reply or self.streaming)(surface)
+        try:
+            await renderer.run(self._events(inbound))
+        except asyncio.CancelledError:  # shutdown: the renderer landed an "interrupted" note; count it, then stop
+            self.record(inbound.session_key, renderer.outcome, started)
+            raise
+        except Exception:  # noqa: BLE001 - the platform itself failed (the renderer handled the core's failures)
+            log.exception("%s: answering in %s failed", self.platform, inbound.session_key)
+            await self.say(surface, FAILED)
+            return None
+        self.record(inbound.session_key, renderer.outcome, started)
+        return renderer.outcome
+
+    async def _events(self, inbound: Inbound) -> AsyncIterator[Event]:
+        """The core's events; a core that raises (even when called) fails inside the stream, where the renderer
+        turns it into a readable error. The core's stream is always closed, releasing its session lock."""
+        user = f"{inbound.platform}:{inbound.user}" if inbound.user else None
+        stream = self.orchestrator.respond(inbound.session_key, inbound.text, user=user)
+        async with contextlib.aclosing(stream):
+            async for event in stream:
+                yield event
+
+    def record(self, key: str, outcome: ReplyOutcome, started: float) -> None:
+        self.recent.append((key, outcome))
+        first = outcome.first_token_at - started if outcome.first_token_at is not None else None
+        metrics.record_reply(self.platform, status=outcome.status, agent=outcome.agent,
+                             error_code=outcome.error_code, first_token_s=first)
+        if not outcome.delivered:
+            log.error("[%s] the final text of a %s reply was not delivered", key, self.platform)
+
+    async def say(self, surface: Surface, text: str) -> Any:
+        """Post one plain message (help, reset, a notice) within the surface's post budget."""
+        budget = surface.budget_for("post")
+        for _ in range(SAY_ATTEMPTS):
+            try:
+                async with budget.slot() if budget is not None else contextlib.nullcontext():
+                    return await surface.post(text)
+            except RateLimited as limited:
+                if budget is not None:
+                    budget.note_rate_limited(limited.retry_after)
+                await self._sleep(limited.retry_after)
+            except SurfaceGone:
+                log.info("%s: cannot post here any more", self.platform)
+                return None
+            except Exception:  # noqa: BLE001 - a notice that cannot be sent is logged, not raised
+                log.exception("%s: sending a message failed", self.platform)
+                return None
+        return None
+
+    @property
+    def outcomes(self) -> list[ReplyOutcome]:
+        return [outcome for _, outcome in self.recent]

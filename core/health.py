@@ -1,0 +1,64 @@
+"""What the orchestrator can say about its own dependencies: the web `/health` endpoint and the start-up check of
+`switchboard run` read it through `Orchestrator.health()`, never the knowledge base or the checkpointer directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EMPTY_STORE = "the knowledge base is empty; run `switchboard ingest`"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """`chunks` is None when the store cannot be read; `*_error` are sentences safe to show publicly (exception
+    types only); `store_cause` is the exception text, for the operator's console or log."""
+
+    mode: str
+    chunks: dict[str, int] | None
+    store_error: str = ""
+    store_cause: str = ""
+    checkpoints_error: str = ""
+
+    @property
+    def store_empty(self) -> bool:
+        return self.chunks is not None and sum(self.chunks.values()) == 0
+
+    def checks(self) -> dict[str, dict[str, Any]]:
+        """The `checks` object of `/health`: llm, store and checkpoints, each with `ok` and, when not, `error`."""
+        store: dict[str, Any] = {"ok": not self.store_error}
+        if self.chunks is not None:
+            store["chunks"] = dict(self.chunks)
+        checkpoints: dict[str, Any] = {"ok": not self.checkpoints_error}
+        for entry, error in ((store, self.store_error), (checkpoints, self.checkpoints_error)):
+            if error:
+                entry["error"] = error
+        return {"llm": {"ok": True, "mode": self.mode}, "store": store, "checkpoints": checkpoints}
+
+    @property
+    def failing(self) -> list[str]:
+        return [name for name, check in self.checks().items() if not check["ok"]]
+
+
+async def probe(mode: str, knowledge: Any, checkpointer: Any) -> HealthReport:
+    """Count the chunks per agent and read one checkpoint; each failure becomes a sentence, never an exception."""
+    chunks: dict[str, int] | None = None
+    store_error = store_cause = checkpoints_error = ""
+    try:
+        chunks = dict(await asyncio.to_thread(knowledge.counts))
+        if sum(chunks.values()) == 0:
+            store_error = EMPTY_STORE
+    except Exception as exc:  # noqa: BLE001 - reported as a sentence
+        log.warning("health: the knowledge store cannot be read: %s", exc)
+        store_error, store_cause = f"the knowledge store cannot be read: {type(exc).__name__}", str(exc)
+    try:
+        await checkpointer.aget_tuple({"configurable": {"thread_id": "health:probe"}})
+    except Exception as exc:  # noqa: BLE001
+        log.warning("health: checkpoints cannot be read: %s", exc)
+        checkpoints_error = f"checkpoints cannot be read: {type(exc).__name__}"
+    return HealthReport(mode, chunks, store_error, store_cause, checkpoints_error)

@@ -1,0 +1,279 @@
+"""The `switchboard` command: ask, eval, doctor, ingest, search, run and feedback.
+
+Only wiring lives here; each command calls into the package that does the work (`core`, `knowledge`, `bots`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from core.events import Agent, Complete, Error, Sources, Token, event_to_dict
+from core.logging_setup import setup_logging
+from core.settings import Settings, load_settings
+from switchboard.run import run_command
+
+app = typer.Typer(help="Switchboard: a support bot for Slack, Discord and the web.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    setup_logging("WARNING" if settings.log_level.upper() == "INFO" else settings.log_level)
+    return settings
+
+
+def _agents(settings: Settings) -> Any:
+    """The agents file's registry (AGENTS_FILE, or the shipped one); a bad file is printed as its fix, exit 2."""
+    from knowledge.agents import AgentsFileError, load_agents
+
+    try:
+        return load_agents(settings.agents_file)
+    except AgentsFileError as exc:
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question to ask."),
+    session: Optional[str] = typer.Option(None, "--session", help="Session key; reuse it to continue a conversation."),
+    as_json: bool = typer.Option(False, "--json", help="Print one event per line as JSON."),
+) -> None:
+    """Ask one question and stream the answer, tagged with the agent that answered."""
+    settings = _settings()
+    _agents(settings)  # a bad agents file is one sentence here, not a traceback
+    key = session or f"cli:{uuid.uuid4()}"
+    code = asyncio.run(_ask(settings, key, question, as_json))
+    raise typer.Exit(code)
+
+
+async def _ask(settings: Settings, key: str, question: str, as_json: bool) -> int:
+    from core.orchestrator import build_orchestrator
+
+    orchestrator = await build_orchestrator(settings)
+    status = 0
+    try:
+        async for event in orchestrator.respond(key, question, user="cli"):
+            if as_json:
+                print(json.dumps(event_to_dict(event), ensure_ascii=False), flush=True)
+                status = 1 if isinstance(event, Error) else status
+                continue
+            if isinstance(event, Agent):
+                console.print(f"[bold cyan][{event.label}][/] ", end="")
+            elif isinstance(event, Token):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, Sources):
+                console.print("\n\n[dim]Sources: " + "; ".join(f"{s.title} ({s.source})" for s in event.items) + "[/]")
+            elif isinstance(event, Complete):
+                console.print(f"\n[dim]{event.agent} · {event.duration_ms:.0f} ms · session {key}[/]")
+            elif isinstance(event, Error):
+                console.print(f"\n[bold red]{event.user_message}[/]")
+                status = 1
+    finally:
+        await orchestrator.aclose()
+    return status
+
+
+@app.command(name="eval")
+def evaluate(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="TSV with a header row label<TAB>question."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Routing accuracy over a labelled TSV: accuracy, per-agent precision/recall and a confusion matrix."""
+    from core.evaluation import EvalFileError, load_labelled
+
+    settings = _settings()
+    agents = _agents(settings).names
+    try:
+        questions = load_labelled(file, list(agents))
+    except EvalFileError as exc:
+        err_console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2)
+    report = asyncio.run(_evaluate(settings, questions, agents))
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        return
+    console.print(f"Routing accuracy: [bold]{report.accuracy:.1%}[/] over {len(report.items)} questions")
+    table = Table("agent", "precision", "recall")
+    for name in agents:
+        table.add_row(name, f"{report.precision[name]:.1%}", f"{report.recall[name]:.1%}")
+    console.print(table)
+    matrix = Table("label \\ predicted", *agents)
+    for label in agents:
+        matrix.add_row(label, *(str(report.confusion[label][p]) for p in agents))
+    console.print(matrix)
+    misses = [p for p in report.items if p.label != p.predicted]
+    for miss in misses:
+        console.print(f"[yellow]✗[/] {miss.label} → {miss.predicted} ({miss.confidence:.2f}): {miss.question}")
+
+
+async def _evaluate(settings: Settings, questions: list, agents: tuple[str, ...]) -> object:
+    from core.evaluation import Prediction, score
+    from core.orchestrator import build_orchestrator
+
+    orchestrator = await build_orchestrator(settings)
+    try:
+        predictions = []
+        for item in questions:
+            decision = await orchestrator.route(item.question)
+            predictions.append(Prediction(item.question, item.label, decision.agent, round(decision.confidence, 4)))
+    finally:
+        await orchestrator.aclose()
+    return score(predictions, list(agents))
+
+
+@app.command()
+def doctor() -> None:
+    """Show the effective settings (secrets masked) and check every dependency, with the fix for each failure."""
+    from core.doctor import settings_rows
+    from switchboard.doctor import run_checks
+
+    settings = _settings()
+    table = Table("setting", "value", title="Effective settings")
+    for name, value in settings_rows(settings):
+        table.add_row(name, value)
+    console.print(table)
+    results = asyncio.run(run_checks(settings))
+    failed = False
+    for result in results:
+        mark = "[green]✓[/]" if result.ok else "[red]✗[/]"
+        console.print(f"{mark} {result.name}: {result.detail}")
+        if not result.ok:
+            failed = True
+            console.print(f"   [yellow]fix:[/] {result.fix}")
+    raise typer.Exit(1 if failed else 0)
+
+
+# --- the knowledge base -------------------------------------------------------------------------------
+
+def _open_store(settings: Any, *, check_embedder: bool = True) -> Any:
+    """The store with the configured embedder and the agents file's agents; a model mismatch is printed as the
+    fix, exit code 1."""
+    from knowledge.embeddings import make_embedder
+    from knowledge.store import EmbeddingMismatchError, KnowledgeStore, open_chroma_client
+
+    agents = _agents(settings).names
+    try:
+        return KnowledgeStore(open_chroma_client(settings), make_embedder(settings), agents,
+                              check_embedder=check_embedder)
+    except EmbeddingMismatchError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _summary(report: Any) -> Table:
+    table = Table("", "seen", "added", "updated", "unchanged", "removed", "failed", title="Ingestion")
+    table.add_row("files", str(report.files_seen), str(report.files_added), str(report.files_updated),
+                  str(report.files_skipped), str(report.files_removed), str(report.files_failed))
+    table.add_row("chunks", "", str(report.chunks_added), str(report.chunks_updated), "",
+                  str(report.chunks_removed), "")
+    return table
+
+
+@app.command(name="ingest")
+def ingest_command(
+    paths: Optional[list[Path]] = typer.Argument(None, help="Files or folders (default: the shipped sample corpus)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Empty the store first (after changing embedding model)."),
+    if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing when the store already has documents."),
+) -> None:
+    """Add documents to the knowledge base; unchanged files are skipped, changed ones replaced.
+
+    Exits non-zero only when nothing at all could be read."""
+    from knowledge.ingest import ingest
+
+    settings = load_settings()
+    store = _open_store(settings, check_embedder=not rebuild)
+    if if_empty and not rebuild and not store.is_empty():
+        console.print(f"Knowledge base ready: {store.count()} chunks ({settings.chroma_dir}).")
+        return
+    targets = list(paths or [settings.docs_dir])
+    for path in targets:
+        if not path.exists():
+            console.print(f"[yellow]warning:[/] {path}: no such file or folder, skipped")
+    with Progress(
+        TextColumn("[bold]Ingesting[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("", total=None)
+
+        def advance(name: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description=Path(name).name)
+
+        report = ingest([p for p in targets if p.exists()], store, rebuild=rebuild, progress=advance)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
+    console.print(_summary(report))
+    console.print(f"store now {store.count()} chunks · {report.seconds:.1f}s", highlight=False)
+    if report.files_read == 0 and report.files_removed == 0 and report.files_excluded == 0:
+        console.print("[red]Nothing could be read.[/] Give Markdown, text, HTML or PDF files or folders.")
+        raise typer.Exit(1)
+
+
+@app.command(name="search")
+def search_command(
+    query: str = typer.Argument(..., help="What to look for."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="An agent's name from the agents file (default: all)."),
+    k: int = typer.Option(5, "-k", min=1, max=50, help="How many passages."),
+) -> None:
+    """Print the passages the knowledge base returns for a query, with scores and sources."""
+    store = _open_store(load_settings())
+    if agent is not None and agent not in store.agents:
+        console.print(f"[red]Unknown agent {agent!r}[/]; use one of {', '.join(store.agents)}.")
+        raise typer.Exit(2)
+    if store.is_empty():
+        console.print("[yellow]The knowledge base is empty.[/] Run `switchboard ingest` first.")
+        raise typer.Exit(1)
+    passages = store.retrieve(agent, query, k) if agent else store.search_all(query, k)
+    table = Table("score", "agent", "source", "heading", "passage", show_lines=True)
+    for p in passages:
+        snippet = p.text if len(p.text) <= 300 else p.text[:300] + " …"
+        table.add_row(f"{p.score:.3f}", p.agent, p.source, p.heading, snippet)
+    console.print(table)
+
+
+# --- the front-ends ------------------------------------------------------------------------------------
+
+app.command(name="run")(run_command)
+
+
+@app.command(name="feedback")
+def feedback_command(as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+                     recent: int = typer.Option(10, help="How many of the latest 👎 to list.")) -> None:
+    """Show the 👍/👎 votes recorded so far and the latest 👎 conversations (their session keys)."""
+    from bots.feedback import read_feedback, summarize
+
+    summary = summarize(read_feedback(load_settings().data_dir), recent)
+    if as_json:
+        console.print_json(data=summary)
+        return
+    if not summary["total"]:
+        console.print("No feedback yet: votes appear here once people click 👍/👎 under answers in Slack.")
+        return
+    table = Table("front-end", "👍", "👎", title=f"{summary['total']} votes")
+    for frontend, counts in sorted(summary["by_frontend"].items()):
+        table.add_row(frontend, str(counts["up"]), str(counts["down"]))
+    console.print(table)
+    for row in summary["recent_down"]:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["at"] or 0))
+        console.print(f"👎 {when}  {row['session_key']}  (by {row['user']})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""`switchboard doctor`'s wiring: the core's checks, then the chat front-ends', each isolated from the others."""
+
+from __future__ import annotations
+
+from bots.checks import CHAT_CHECKS
+from core.doctor import CORE_CHECKS, Check, CheckResult
+from core.settings import Settings
+
+CHECKS: tuple[Check, ...] = (*CORE_CHECKS, *CHAT_CHECKS)
+
+
+async def run_checks(settings: Settings, checks: tuple[Check, ...] = CHECKS) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    for check in checks:
+        results.extend(await _each(check, settings))
+    return results
+
+
+async def _each(check: Check, settings: Settings) -> list[CheckResult]:
+    try:
+        result = await check(settings)
+    except Exception as exc:  # noqa: BLE001 - a broken check must not hide the others
+        return [CheckResult(getattr(check, "__name__", "check"), False, f"the check itself failed: {exc}",
+                            "report this as a bug")]
+    return list(result) if isinstance(result, list) else [result]
