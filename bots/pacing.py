@@ -17,11 +17,14 @@ Nothing here does I/O; tests drive it with a fake clock and never sleep for real
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from enum import IntEnum
 from typing import Any, Protocol, runtime_checkable
 
 Clock = Callable[[], float]
@@ -65,15 +68,24 @@ class EditPacer:
         self.last_edit_at = now
 
 
+class Priority(IntEnum):
+    """Who goes first when writes queue for a budget: a reply that shows nothing yet, then a reply's final
+    text, then progress edits of replies already streaming."""
+
+    FIRST = 0
+    FINAL = 1
+    PROGRESS = 2
+
+
 @runtime_checkable
 class Budget(Protocol):
     """Writes shared by every reply writing to one place. The renderer is its only caller."""
 
-    def wait_time(self) -> float:
-        """Seconds until one more write fits (0 when it fits now)."""
+    def wait_time(self, reserve: int = 0) -> float:
+        """Seconds until one more write fits, leaving room for `reserve` more (0 when it fits now)."""
 
-    def slot(self) -> AbstractAsyncContextManager[None]:
-        """Wait for room, then count the write made inside the block."""
+    def slot(self, priority: int = Priority.PROGRESS, reserve: int = 0) -> AbstractAsyncContextManager[None]:
+        """Wait for room (served by `Priority`), then count the write made inside the block."""
 
     def note_rate_limited(self, retry_after: float) -> None:
         """The platform answered 429: nobody sharing this budget may write before `retry_after` has passed."""
@@ -94,8 +106,12 @@ class EditBudget:
 
     An operation counts from the moment the platform answered it (`slot()`), not from when it was sent, so
     network latency cannot squeeze one more request into the platform's window than it allows; while in flight
-    it counts as happening now. Waiters are served first come, first served.
+    it counts as happening now. Waiters are served by `Priority`, then first come, first served; a waiter that
+    asks for a `reserve` only goes while that many operations would still fit afterwards (progress edits keep
+    one in reserve, so a reply's final text never waits for the window to reopen).
     """
+
+    POLL_S = 0.02  # how often a waiter behind another re-checks whether it is its turn
 
     def __init__(self, max_ops: int, window_s: float, clock: Clock = time.monotonic,
                  sleep: Sleep = asyncio.sleep) -> None:
@@ -107,16 +123,18 @@ class EditBudget:
         self._sleep = sleep
         self._ops: list[_Op] = []
         self._blocked_until = 0.0
-        self._lock = asyncio.Lock()
+        self._waiters: list[tuple[int, int]] = []  # (priority, ticket), kept sorted
+        self._tickets = itertools.count()
 
-    def wait_time(self) -> float:
-        """Seconds until one more operation fits (0 when it fits now)."""
+    def wait_time(self, reserve: int = 0) -> float:
+        """Seconds until one more operation fits with `reserve` more still fitting (0 when it fits now)."""
         now = self._clock()
         self._ops = [op for op in self._ops if op.in_flight or op.at > now - self.window_s]
         wait = max(0.0, self._blocked_until - now)
-        if len(self._ops) >= self.max_ops:
+        allowed = max(1, self.max_ops - max(0, reserve))
+        if len(self._ops) >= allowed:
             times = sorted(now if op.in_flight else op.at for op in self._ops)
-            wait = max(wait, times[len(self._ops) - self.max_ops] + self.window_s - now)
+            wait = max(wait, times[len(self._ops) - allowed] + self.window_s - now)
         return wait
 
     def ops_in_window(self) -> int:
@@ -124,23 +142,34 @@ class EditBudget:
         self.wait_time()
         return len(self._ops)
 
-    async def _reserve(self) -> _Op:
-        async with self._lock:
-            while (wait := self.wait_time()) > 0:
-                await self._sleep(wait)
-            op = _Op(self._clock())
-            self._ops.append(op)
-            return op
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
 
-    async def acquire(self) -> None:
+    async def _reserve(self, priority: int, reserve: int) -> _Op:
+        me = (int(priority), next(self._tickets))
+        bisect.insort(self._waiters, me)
+        try:
+            while True:
+                wait = self.wait_time(reserve)
+                if self._waiters[0] == me and wait <= 0:
+                    break
+                await self._sleep(wait if self._waiters[0] == me else max(wait, self.POLL_S))
+        finally:
+            self._waiters.remove(me)
+        op = _Op(self._clock())
+        self._ops.append(op)
+        return op
+
+    async def acquire(self, priority: int = Priority.PROGRESS, reserve: int = 0) -> None:
         """Wait until one more operation fits, and count it as done now."""
-        op = await self._reserve()
+        op = await self._reserve(priority, reserve)
         op.in_flight = False
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self, priority: int = Priority.PROGRESS, reserve: int = 0) -> AsyncIterator[None]:
         """Wait for room, then count the operation run inside the block from when it finishes."""
-        op = await self._reserve()
+        op = await self._reserve(priority, reserve)
         try:
             yield
         finally:

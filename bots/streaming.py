@@ -29,7 +29,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from bots.layout import Layout, ReplyState
-from bots.pacing import Budget, Clock, EditPacer, Sleep
+from bots.pacing import Budget, Clock, EditPacer, Priority, Sleep
 from bots.surface import (
     FINAL_STATUSES,
     AgentTag,
@@ -47,6 +47,7 @@ from core.retry import USER_MESSAGES
 log = logging.getLogger(__name__)
 
 ERROR_BACKOFF_S = 1.0  # after an unexpected platform error, the next edit waits at least this long
+ROUTED_GRACE_S = 1.0  # the agent tag waits this long for the first words before it is shown on its own
 
 
 class StreamingReply:
@@ -75,6 +76,8 @@ class StreamingReply:
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
         self._typing: asyncio.Task[None] | None = None
+        self._routed_at: float | None = None
+        self._queueing = False
         self._finalized = False
         self._gone = False
 
@@ -112,6 +115,7 @@ class StreamingReply:
             return
         if isinstance(event, Agent):
             self.outcome.agent = event.name
+            self._routed_at = self._clock()
             status = "routed" if state.status == "thinking" else state.status
             self._state = ReplyState(AgentTag(event.name, event.label), status, state.sources, state.error_message)
         elif isinstance(event, Token):
@@ -148,29 +152,50 @@ class StreamingReply:
     def _views(self) -> list[ReplyView]:
         return self._layout.views(self._body, self._state)
 
-    def _next_write(self) -> Write:
-        return "post" if not self.outcome.handles else "edit"
-
     def _budget(self, write: Write) -> Budget | None:
         return self.surface.budget_for(write)
 
+    def _plan(self, now: float) -> tuple[float, Priority, int] | None:
+        """The next write: (seconds to wait first, its priority, writes to keep in reserve), or None when
+        nothing needs showing yet. Pure over the reply's state and the clock."""
+        blocked = max(0.0, self._blocked_until - now)
+        if not self.outcome.handles:
+            return blocked, Priority.FIRST, 0  # the first write carries whatever there is by now
+        if self._body and not self._shown_text:
+            return blocked, Priority.FIRST, 0  # first words: never held back by the pacer
+        if not self._body:
+            if self._state.agent is None or self._shown_agent or self._routed_at is None:
+                return None
+            # The tag goes in with the first words; only a model slow to start gets an edit of its own.
+            return max(blocked, self._routed_at + ROUTED_GRACE_S - now), Priority.PROGRESS, 1
+        return max(blocked, self.pacer.delay(now)), Priority.PROGRESS, 1
+
     async def _flush_loop(self) -> None:
-        await self._post_placeholder()
+        self._start_typing()
+        await self._await_first_words()
         while not self._closing.is_set() and not self._gone:
             if not await self._wait_for(self._changed.wait()):
                 return
-            now = self._clock()
-            urgent = (self._state.agent is not None and not self._shown_agent) or (self._body and not self._shown_text)
-            budget = self._budget(self._next_write())
-            delay = max(0.0 if urgent else self.pacer.delay(now), self._blocked_until - now,
-                        budget.wait_time() if budget is not None else 0.0)
-            if delay > 0 and not await self._wait_for(self._sleep(delay)):
-                return
+            plan = self._plan(self._clock())
+            if plan is None:
+                self._changed.clear()
+                continue
+            delay, priority, reserve = plan
+            if delay > 0:
+                early = not self._body  # waiting to show a bare tag: the first words may come first
+                if early:
+                    self._changed.clear()
+                slept = await self._wait_for(self._sleep(delay), wake_on_change=early)
+                if self._closing.is_set():
+                    return
+                self._changed.set()
+                if not slept:  # the answer changed first: plan again
+                    continue
             self._changed.clear()
             try:
-                await self._push()
+                await self._push(priority, reserve)
             except RateLimited:
-                self._changed.set()  # everything pending goes out merged in the next edit
+                self._changed.set()  # everything pending goes out merged in the next write
             except MessageTooLong:
                 self._note_too_long()
                 self._changed.set()
@@ -183,101 +208,118 @@ class StreamingReply:
                 self._blocked_until = max(self._blocked_until, self._clock() + ERROR_BACKOFF_S)
                 self._changed.set()
 
-    async def _wait_for(self, awaitable: Awaitable[Any]) -> bool:
-        """Await `awaitable` unless the reply starts closing first; True when it completed."""
+    def _start_typing(self) -> None:
+        typing = getattr(self.surface, "typing", None)
+        if typing is not None:
+            self._typing = asyncio.create_task(_quietly(typing(), self._session))
+
+    async def _await_first_words(self) -> None:
+        """Up to the surface's `first_write_wait_s` (Discord: a typing indicator shows meanwhile), wait for words
+        to arrive, so the first write carries text instead of a placeholder that costs a write of its own."""
+        wait = float(getattr(self.surface, "first_write_wait_s", 0.0))
+        deadline = self._clock() + wait
+        while not self._body and not self._closing.is_set() and (remaining := deadline - self._clock()) > 0:
+            self._changed.clear()
+            await self._wait_for(self._sleep(remaining), wake_on_change=True)
+        self._changed.set()
+
+    async def _wait_for(self, awaitable: Awaitable[Any], *, wake_on_change: bool = False) -> bool:
+        """Await `awaitable` unless the reply starts closing first (or, with `wake_on_change`, the answer
+        changes); True when it completed."""
         waiter = asyncio.ensure_future(awaitable)
-        closing = asyncio.ensure_future(self._closing.wait())
+        others = [asyncio.ensure_future(self._closing.wait())]
+        if wake_on_change:
+            others.append(asyncio.ensure_future(self._changed.wait()))
         try:
-            await asyncio.wait((waiter, closing), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((waiter, *others), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (waiter, closing):
+            for task in (waiter, *others):
                 if not task.done():
                     task.cancel()
         return waiter.done() and not waiter.cancelled() and not self._closing.is_set()
 
-    async def _post_placeholder(self) -> None:
-        if self._closing.is_set():  # the answer was over before the flusher ran: the final post is enough
-            return
-        typing = getattr(self.surface, "typing", None)
-        if typing is not None:
-            self._typing = asyncio.create_task(_quietly(typing(), self._session))
-        text = self.surface.render(ReplyView(status="thinking"))
-        for _ in range(self._final_attempts):
-            try:
-                await self._send(0, text)
-                self.outcome.placeholder_at = self._clock()
-                return
-            except RateLimited as limited:
-                if not await self._wait_for(self._sleep(limited.retry_after)):
-                    return
-            except SurfaceGone:
-                log.warning("session %s: cannot post here; the reply is dropped", self._session)
-                self._gone = True
-                return
-            except Exception:  # the first real edit will post instead
-                log.exception("session %s: placeholder post failed", self._session)
-                return
-
-    async def _push(self, *, final: bool = False) -> None:
-        """Bring every message up to date: edit those whose text changed, post the new ones."""
-        views = self._views()
+    def _stale(self, views: list[ReplyView], final: bool) -> int | None:
+        """The first message whose platform text is not what it should be (None when all are current)."""
         for index, view in enumerate(views):
-            text = self.surface.render(view)
+            if index >= len(self.outcome.handles):
+                return index
             last = index == len(views) - 1
-            if final and last and index < len(self.outcome.handles) and self._finalize_sets_text:
-                await self._send_finalized(index, view, text)
-                continue
-            if index < len(self.outcome.texts) and self.outcome.texts[index] == text:
-                continue
-            await self._send(index, text)
+            if final and last and self._finalize_sets_text and not self._finalized:
+                return index
+            if self.outcome.texts[index] != self.surface.render(view):
+                return index
+        return None
+
+    async def _push(self, priority: Priority, reserve: int = 0, *, final: bool = False) -> None:
+        """Bring every message up to date, one write at a time; each write renders the answer as it is when
+        its slot comes, so time spent queueing for the budget is never spent on stale text."""
+        written: set[int] = set()
+        while (index := self._stale(self._views(), final)) is not None and index not in written:
+            written.add(index)  # text that arrived during this write waits for the next one (and its pacing)
+            write: Write = "edit" if index < len(self.outcome.handles) else "post"
+            async with self._slot(write, priority, reserve):
+                views = self._views()
+                index = min(index, len(views) - 1)
+                view = views[index]
+                if final and index == len(views) - 1 and write == "edit" and self._finalize_sets_text:
+                    await self._send_finalized(index, view)
+                else:
+                    await self._send(index, write, self.surface.render(view))
             if view.body.strip():
                 self._shown_text = True
                 if self.outcome.first_token_at is None:
                     self.outcome.first_token_at = self._clock()
             self._shown_agent = self._shown_agent or view.agent is not None
+            if self.outcome.placeholder_at is None:
+                self.outcome.placeholder_at = self._clock()
 
     @property
     def _finalize_sets_text(self) -> bool:
         return getattr(self.surface, "finalize", None) is not None and getattr(self.surface, "finalize_sets_text",
                                                                               False)
 
-    async def _send_finalized(self, index: int, view: ReplyView, text: str) -> None:
+    async def _send_finalized(self, index: int, view: ReplyView) -> None:
         """The last message's final edit done by `surface.finalize` (text and extras in one call)."""
+        text = self.surface.render(view)
+        self.pacer.record(self._clock())
         try:
-            async with self._slot("edit"):
-                await self.surface.finalize(self.outcome.handles[index], view)  # type: ignore[attr-defined]
+            await self.surface.finalize(self.outcome.handles[index], view)  # type: ignore[attr-defined]
         except (RateLimited, MessageTooLong, SurfaceGone):
             raise
         except Exception:  # the extras were refused: the text alone must still land
             log.exception("session %s: finalize failed; sending the final text alone", self._session)
-            await self._send(index, text)
+            await self._send(index, "edit", text)
+            self._finalized = True
             return
-        self.pacer.record(self._clock())
         self.outcome.texts[index] = text
         self.outcome.edits += 1
         self._finalized = True
 
-    async def _send(self, index: int, text: str) -> None:
+    async def _send(self, index: int, write: Write, text: str) -> None:
         self._sending_index = index
-        write: Write = "edit" if index < len(self.outcome.handles) else "post"
-        async with self._slot(write):
-            self.pacer.record(self._clock())
-            if write == "edit":
-                await self.surface.edit(self.outcome.handles[index], text)
-                self.outcome.texts[index] = text
-                self.outcome.edits += 1
-            else:
-                self.outcome.handles.append(await self.surface.post(text))
-                self.outcome.texts.append(text)
-                self.outcome.posts += 1
+        self.pacer.record(self._clock())
+        if write == "edit":
+            await self.surface.edit(self.outcome.handles[index], text)
+            self.outcome.texts[index] = text
+            self.outcome.edits += 1
+        else:
+            self.outcome.handles.append(await self.surface.post(text))
+            self.outcome.texts.append(text)
+            self.outcome.posts += 1
 
     @contextlib.asynccontextmanager
-    async def _slot(self, write: Write) -> AsyncIterator[None]:
-        """The budget's slot for one platform call; a 429 inside it is fed to that budget, then re-raised."""
+    async def _slot(self, write: Write, priority: Priority, reserve: int) -> AsyncIterator[None]:
+        """The budget's slot for one platform call; a 429 inside it is fed to that budget, then re-raised.
+
+        While queueing for the slot the reply may be cancelled by `_finish` (the final write then queues with
+        its own priority); once the slot is held, the platform call is never cut in half."""
         budget = self._budget(write)
-        slot: AbstractAsyncContextManager[None] = budget.slot() if budget is not None else contextlib.nullcontext()
+        slot: AbstractAsyncContextManager[None] = (budget.slot(priority, reserve) if budget is not None
+                                                   else contextlib.nullcontext())
+        self._queueing = True
         try:
             async with slot:
+                self._queueing = False
                 yield
         except RateLimited as limited:
             self.outcome.rate_limited += 1
@@ -286,6 +328,8 @@ class StreamingReply:
                 budget.note_rate_limited(limited.retry_after)
             log.info("session %s: platform 429 on %s, retrying in %.2fs", self._session, write, limited.retry_after)
             raise
+        finally:
+            self._queueing = False
 
     def _note_too_long(self) -> None:
         """Cut smaller from the refused message on; the answer continues in a new message."""
@@ -297,6 +341,8 @@ class StreamingReply:
     async def _finish(self, flusher: asyncio.Task[None]) -> None:
         """Let an edit in flight finish (never cut a request in half), then land the final text."""
         self._closing.set()
+        if self._queueing:  # waiting for a budget slot for a progress write: the final write goes instead
+            flusher.cancel()
         await asyncio.wait((flusher,))
         if not flusher.cancelled() and flusher.exception() is not None:
             log.error("session %s: edit flusher crashed", self._session, exc_info=flusher.exception())
@@ -314,8 +360,9 @@ class StreamingReply:
             wait = self._blocked_until - self._clock()
             if wait > 0:
                 await self._sleep(wait)
+            priority = Priority.FINAL if self._shown_text else Priority.FIRST
             try:
-                await self._push(final=True)
+                await self._push(priority, final=True)
                 self.outcome.delivered = True
                 self.outcome.final_at = self._clock()
                 break
@@ -346,7 +393,7 @@ class StreamingReply:
             if wait > 0:
                 await self._sleep(wait)
             try:
-                async with self._slot("edit"):
+                async with self._slot("edit", Priority.FINAL, 0):
                     await finalize(handle, view)
                 return
             except RateLimited:

@@ -281,6 +281,37 @@ async def test_session_info_and_reset(offline) -> None:
     assert await offline.session_info("web:x") is None
 
 
+async def test_health_reports_chunks_per_agent_and_readable_checkpoints(offline) -> None:
+    report = await offline.health()
+    assert report.failing == [] and report.mode == "offline" and not report.store_empty
+    assert report.chunks and all(n > 0 for n in report.chunks.values())
+    assert report.checks()["store"] == {"ok": True, "chunks": report.chunks}
+
+
+async def test_health_names_an_empty_store_and_unreadable_checkpoints_in_sentences() -> None:
+    from core.health import probe
+
+    class EmptyStore:
+        def counts(self) -> dict[str, int]:
+            return {"billing": 0, "policy": 0}
+
+    class BrokenStore:
+        def counts(self) -> dict[str, int]:
+            raise OSError("disk gone")
+
+    class BrokenCheckpoints:
+        async def aget_tuple(self, config: dict) -> None:
+            raise PermissionError("read-only")
+
+    empty = await probe("offline", EmptyStore(), BrokenCheckpoints())
+    assert empty.store_empty and empty.failing == ["store", "checkpoints"]
+    assert "run `switchboard ingest`" in empty.checks()["store"]["error"]
+    assert empty.checks()["checkpoints"] == {"ok": False, "error": "checkpoints cannot be read: PermissionError"}
+    broken = await probe("offline", BrokenStore(), BrokenCheckpoints())
+    assert broken.chunks is None and broken.store_cause == "disk gone"
+    assert broken.checks()["store"] == {"ok": False, "error": "the knowledge store cannot be read: OSError"}
+
+
 def test_cli_ask_json_prints_one_event_per_line(corpus_settings, monkeypatch) -> None:
     from typer.testing import CliRunner
 

@@ -183,7 +183,7 @@ def test_discord_errors_map_to_rate_limited_too_long_and_gone() -> None:
 
 
 async def test_mention_opens_a_thread_and_streams_the_answer_there(corpus_settings) -> None:
-    async with FakeOpenAI(ttft_s=0.3, tokens_per_s=50) as llm, FakeDiscord() as fake:
+    async with FakeOpenAI(ttft_s=0.1, tokens_per_s=50) as llm, FakeDiscord() as fake:
         core = await llm_core(corpus_settings, llm)
         try:
             async with running_bot(fake, core, corpus_settings) as frontend:
@@ -200,13 +200,16 @@ async def test_mention_opens_a_thread_and_streams_the_answer_there(corpus_settin
     assert body == outcome.answer.strip() and "Here is what I found" in body
     assert footer.startswith("-# Technical · Sources: ")
     edits = [e["content"] for e in fake.edits_of(int(message["id"]))]
-    assert len(edits) >= 2 and edits[-1] == message["content"]
-    streamed = [e for e in edits[:-1] if e.split("\n")[0].endswith(MARKER)]
-    assert streamed and all(body.startswith(e.split(f" {MARKER}")[0]) for e in streamed)
-    # typing was shown in the thread before the first words arrived
-    first_words = next(r.at for r in fake.requests if r.method == "PATCH" and isinstance(r.body, dict)
-                       and not str(r.body.get("content", "-#")).startswith("-#"))
-    assert any(t.channel_id == int(thread["id"]) and t.at < first_words for t in fake.typing_calls)
+    assert len(edits) >= 1 and edits[-1] == message["content"]
+    # typing was shown in the thread while the first words were awaited, and the first write carried them (with
+    # the agent tag): no "Thinking…" placeholder and no edit of its own for the tag, so no write is wasted
+    writes = [r for r in fake.requests if r.method in ("POST", "PATCH") and isinstance(r.body, dict)
+              and f"/channels/{thread['id']}/messages" in r.path]
+    assert writes[0].method == "POST" and writes[0].body["content"].startswith("Here")
+    assert writes[0].body["content"].endswith("-# Technical · answering…")
+    streamed = [w.body["content"] for w in writes[:-1]]  # the first words, then progress: each a prefix of the end
+    assert all(e.split("\n")[0].endswith(MARKER) and body.startswith(e.split(f" {MARKER}")[0]) for e in streamed)
+    assert any(t.channel_id == int(thread["id"]) and t.at < writes[0].at for t in fake.typing_calls)
     assert_never_pings(fake)
     assert fake.rate_limited_count == 0 and fake.unhandled == []
 

@@ -179,15 +179,21 @@ def reply_for(surface: MemorySurface, time: VirtualTime, interval: float = 1.0, 
 # --- placeholder, agent, first token ----------------------------------------------------------------------
 
 
-async def test_placeholder_is_posted_first_then_the_agent_is_shown(vtime: VirtualTime) -> None:
+async def test_placeholder_is_posted_first_and_the_agent_tag_comes_with_the_first_words(vtime: VirtualTime) -> None:
     surface = MemorySurface(vtime)
     outcome = await reply_for(surface, vtime).run(answer_events(vtime, ["Hello ", "there."], route_after=0.3))
     first_time, kind, _, text = surface.calls[0]
     assert kind == "post" and text == "_Thinking…_" and first_time == 1000.0
-    routed = surface.calls[1]
-    assert routed[3] == "*Billing* _is looking into it…_"
-    assert routed[0] == pytest.approx(1000.3)  # shown as soon as routed, not a pacing interval later
+    tagged = surface.calls[1]  # no edit of its own for the tag: it goes in with the first words
+    assert tagged[3] == "*Billing*\nHello ▌" and tagged[0] == pytest.approx(1000.35)
     assert outcome.placeholder_at == 1000.0 and outcome.agent == "billing"
+
+
+async def test_a_model_slow_to_start_gets_the_agent_tag_shown_on_its_own(vtime: VirtualTime) -> None:
+    surface = MemorySurface(vtime)
+    await reply_for(surface, vtime).run(answer_events(vtime, ["Hello ", "there."], route_after=0.1, gap=2.0))
+    assert [c[3] for c in surface.calls[:2]] == ["_Thinking…_", "*Billing* _is looking into it…_"]
+    assert surface.calls[1][0] == pytest.approx(1000.1 + 1.0)  # after the grace for the first words
 
 
 async def test_first_token_is_visible_without_waiting_for_the_pacing_interval(vtime: VirtualTime) -> None:
@@ -195,10 +201,37 @@ async def test_first_token_is_visible_without_waiting_for_the_pacing_interval(vt
     yielded_at: list[float] = []
     outcome = await reply_for(surface, vtime, interval=1.0).run(
         answer_events(vtime, ["Hello ", "world"], gap=0.1, route_after=0.02, yielded_at=yielded_at))
-    # The agent edit went out at t+0.02, yet the first token (t+0.12) is not held until t+1.02.
+    # The placeholder went out at t, yet the first token (t+0.12) is not held until t+1.
     assert outcome.first_token_at == pytest.approx(yielded_at[0])
     assert outcome.first_token_received_at == pytest.approx(yielded_at[0])
-    assert "Hello" in surface.calls[2][3] and surface.calls[2][0] == pytest.approx(yielded_at[0])
+    assert "Hello" in surface.calls[1][3] and surface.calls[1][0] == pytest.approx(yielded_at[0])
+
+
+class TypingSurface(MemorySurface):
+    """A surface with a typing indicator, which lets the first write wait briefly for words (as Discord's)."""
+
+    first_write_wait_s = 0.4
+
+    def __init__(self, time: VirtualTime, **kwargs: Any) -> None:
+        super().__init__(time, **kwargs)
+        self.typed_at: list[float] = []
+
+    async def typing(self) -> None:
+        self.typed_at.append(self.time.now)
+
+
+async def test_with_a_typing_indicator_the_first_write_carries_words_not_a_placeholder(vtime: VirtualTime) -> None:
+    surface = TypingSurface(vtime)
+    outcome = await reply_for(surface, vtime).run(answer_events(vtime, ["Hello ", "there."], route_after=0.1))
+    assert surface.typed_at == [1000.0]
+    assert surface.calls[0][1] == "post" and surface.calls[0][3] == "*Billing*\nHello ▌"
+    assert surface.calls[0][0] == pytest.approx(1000.15) and outcome.placeholder_at == pytest.approx(1000.15)
+
+
+async def test_with_a_typing_indicator_a_placeholder_still_comes_when_no_words_do(vtime: VirtualTime) -> None:
+    surface = TypingSurface(vtime)
+    await reply_for(surface, vtime).run(answer_events(vtime, ["Hello"], route_after=0.1, gap=3.0))
+    assert surface.calls[0][3] == "*Billing* _is looking into it…_" and surface.calls[0][0] == pytest.approx(1000.4)
 
 
 # --- pacing and merging -------------------------------------------------------------------------------------
@@ -598,3 +631,37 @@ async def test_a_429_is_fed_to_the_budget_the_write_spent_so_other_replies_hold_
     assert bystander_edits and min(bystander_edits) >= blocked_from + 4.0  # the other reply's edits waited
     assert [t for t, kind, *_ in bystander.calls if kind == "post"][0] < blocked_from + 1.0  # its post did not
     assert first.outcome.delivered and second.outcome.delivered
+
+
+# --- every write counts (a shared window of 5 writes per 5 s, as Discord's) ------------------------------------
+
+
+async def test_a_single_reply_keeps_a_write_in_reserve_so_its_final_text_lands_at_once(vtime: VirtualTime) -> None:
+    budget = EditBudget(5, 5.0, clock=vtime.clock, sleep=vtime.sleep)
+    surface = TypingSurface(vtime, latency=0.03, budget=budget)
+    yielded_at: list[float] = []
+    tokens = [f"w{i} " for i in range(150)]  # 50 tokens a second for 3 s, as the benchmark's model
+    outcome = await reply_for(surface, vtime).run(
+        answer_events(vtime, tokens, gap=0.02, route_after=0.2, yielded_at=yielded_at))
+    assert outcome.delivered and "w149" in surface.messages[0] and MARKER not in surface.messages[0]
+    assert outcome.final_at - yielded_at[-1] <= 0.1  # not a window's wait after the model is done
+    stamps = [t for t, *_ in surface.calls]
+    assert all(sum(1 for t in stamps if start <= t < start + 5.0) <= 5 for start in stamps)
+    assert outcome.posts == 1 and outcome.edits >= 3  # progress was still shown while it streamed
+
+
+async def test_under_a_burst_replies_showing_nothing_go_before_progress_and_finish_within_three_windows(
+        vtime: VirtualTime) -> None:
+    budget = EditBudget(5, 5.0, clock=vtime.clock, sleep=vtime.sleep)
+    surfaces = [TypingSurface(vtime, latency=0.03, budget=budget) for _ in range(10)]
+    replies = [reply_for(s, vtime) for s in surfaces]
+    started = vtime.now
+    await asyncio.gather(*(r.run(answer_events(vtime, [f"w{i} " for i in range(150)], gap=0.02, route_after=0.2))
+                           for r in replies))
+    first_text = sorted(r.outcome.first_token_at - started for r in replies)
+    assert (first_text[4] + first_text[5]) / 2 <= 5.5  # half the readers see words within about one window
+    assert max(r.outcome.final_at for r in replies) - started <= 15.5
+    stamps = sorted(t for s in surfaces for t, *_ in s.calls)
+    assert all(sum(1 for t in stamps if start <= t < start + 5.0) <= 5 for start in stamps)
+    assert all(r.outcome.delivered and "w149" in s.messages[0] and MARKER not in s.messages[0]
+               for r, s in zip(replies, surfaces))

@@ -112,6 +112,7 @@ class DiscordSurface:
     without it the answer gets no buttons."""
 
     finalize_sets_text = True  # `finalize` is the last message's final edit: text and buttons in one write
+    first_write_wait_s = 0.6  # the first write waits this long for words (typing shows), saving a placeholder
 
     def __init__(self, max_chars: int, session_key: str | None = None, budget: Budget | None = None) -> None:
         self.max_chars = max_chars
@@ -193,17 +194,23 @@ class ChannelSurface(DiscordSurface):
         self._sent(text, handle)
 
     async def typing(self) -> None:
-        """Keep the typing indicator up until the first words are visible.
+        """Keep the typing indicator up from the start until the first words are visible.
 
-        It starts once the placeholder exists: Discord clears a user's indicator when they post a message, so a
-        trigger sent before the placeholder would vanish at once.
+        The renderer holds the first write back briefly (`first_write_wait_s`) so it can carry words; the
+        indicator shows meanwhile. Discord clears the bot's indicator when the bot posts, so after a placeholder
+        (a post without words) it is triggered again.
         """
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.posted.wait(), timeout=self.typing_every_s)
         while not self.first_text.is_set():
+            posted_before = self.posted.is_set()
             await self.channel.typing()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.first_text.wait(), timeout=self.typing_every_s)
+            waits = [asyncio.ensure_future(self.first_text.wait())]
+            if not posted_before:
+                waits.append(asyncio.ensure_future(self.posted.wait()))
+            try:
+                await asyncio.wait(waits, timeout=self.typing_every_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
 
 
 class InteractionSurface(DiscordSurface):

@@ -55,7 +55,8 @@ Acting as users: `await fake.user_message(channel_id, content, author=, mentions
 Assertion helpers: `messages_in(channel_id, from_bot=)`, `message(id)`, `edits_of(message_id)`,
 `original_response(interaction)`, `buttons_of(message)`, `replies_to(interaction)`, `await wait_for(predicate,
 timeout)`, `threads`, `typing_calls`,
-`interaction_responses`, `command_syncs`, `commands(guild_id)`, `requests`, `rate_limited_count`,
+`interaction_responses`, `command_syncs`, `commands(guild_id)`, `requests` (each REST request: method, path,
+body, status, the fake's clock when handled, and the JSON answered), `rate_limited_count`,
 `gateway_connections`, `unhandled` (requests no route matched: a sign the fake lacks an endpoint).
 """
 
@@ -222,7 +223,8 @@ class RecordedRequest:
     path: str
     body: Any
     status: int
-    at: float
+    at: float  # the fake's clock once the request was handled (after any gateway dispatch it caused)
+    response: Any = None  # the JSON answered (e.g. the message as created or edited); None without a JSON body
 
 
 @dataclass
@@ -925,7 +927,8 @@ class FakeDiscord:
                 response = _json(401, discord_error(0, "401: Unauthorized"))
             else:
                 response = await handler(request, body)
-            self.requests.append(RecordedRequest(request.method, request.path, body, response.status, self.clock()))
+            self.requests.append(RecordedRequest(request.method, request.path, body, response.status, self.clock(),
+                                                 _response_json(response)))
             self._changed()
             return response
 
@@ -1395,6 +1398,16 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> w
     all_headers = {"Content-Type": "application/json"}
     all_headers.update(headers or {})
     return web.Response(status=status, body=json.dumps(payload).encode(), headers=all_headers)
+
+
+def _response_json(response: web.Response) -> Any:
+    """The JSON a response carries (as recorded in `fake.requests`), or None."""
+    if response.content_type != "application/json" or not isinstance(response.body, bytes):
+        return None
+    try:
+        return json.loads(response.body)
+    except ValueError:
+        return None
 
 
 async def _read_body(request: web.Request) -> Any:

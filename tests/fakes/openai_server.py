@@ -42,7 +42,9 @@ Scripting
   out), `drop_after_tokens=N` (stream N chunks, then cut the connection, or with `drop_with_error=True` send
   OpenAI's mid-stream error event), slow variants (`delay_s` before acting, `ttft_s`/`tokens_per_s` overrides).
 - `fake.requests` records every request (`RecordedRequest`: method, path, headers with the Authorization value
-  redacted, JSON body, monotonic time, streamed); `fake.reset()` clears requests, faults, responder and knobs.
+  redacted, JSON body, monotonic time, streamed; for a streamed chat completion also when its first and last
+  token-carrying chunks and its `[DONE]` were written, `first_token_at` / `last_token_at` / `finished_at`);
+  `fake.reset()` clears requests, faults, responder and knobs.
 - Global pacing knobs for benchmarks: `fake.ttft_s`, `fake.tokens_per_s` (None = as fast as possible).
 """
 
@@ -139,6 +141,11 @@ class RecordedRequest:
     streamed: bool
     method: str = "POST"
     headers: dict[str, str] = field(default_factory=dict)  # Authorization's value redacted
+    # A streamed chat completion only (time.monotonic(), set as the chunks are written; None until then): the
+    # first and the last chunk carrying a token (content or tool-call arguments), and the `[DONE]` line.
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    finished_at: float | None = None
 
 
 Responder = Callable[[Json], "Reply | list[Reply]"]
@@ -530,6 +537,11 @@ class FakeOpenAI:
         raise _Stopping
 
     async def _record(self, request: web.Request, endpoint: Endpoint) -> tuple[Json, Fault | None]:
+        body, fault, _ = await self._record_request(request, endpoint)
+        return body, fault
+
+    async def _record_request(self, request: web.Request,
+                              endpoint: Endpoint) -> tuple[Json, Fault | None, RecordedRequest]:
         body: Json = {}
         if request.method == "POST":
             try:
@@ -537,12 +549,13 @@ class FakeOpenAI:
             except ValueError:
                 body = {"_invalid_json": await request.text()}
         headers = {k: ("<redacted>" if k.lower() == "authorization" else v) for k, v in request.headers.items()}
-        self.requests.append(RecordedRequest(request.path, body, time.monotonic(), bool(body.get("stream")),
-                                             request.method, headers))
+        record = RecordedRequest(request.path, body, time.monotonic(), bool(body.get("stream")), request.method,
+                                 headers)
+        self.requests.append(record)
         fault = next((f for f in self.faults if f.endpoint == endpoint), None)
         if fault is not None:
             self.faults.remove(fault)
-        return body, fault
+        return body, fault, record
 
     async def _apply_fault(
         self, request: web.Request, fault: Fault | None, streamed: bool = False
@@ -597,7 +610,7 @@ class FakeOpenAI:
 
     @_quiet_on_disconnect
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body, fault = await self._record(request, "chat")
+        body, fault, record = await self._record_request(request, "chat")
         streamed = bool(body.get("stream"))
         failed = await self._apply_fault(request, fault, streamed)
         if failed is not None:
@@ -620,7 +633,7 @@ class FakeOpenAI:
                                      headers={"x-request-id": f"req_{uuid.uuid4().hex}"})
         drop = fault.drop_after_tokens if fault else None
         return await self._stream(request, body, choices, completion_id, ttft, rate, drop,
-                                  bool(fault and fault.drop_with_error))
+                                  bool(fault and fault.drop_with_error), record)
 
     @staticmethod
     def _invalid_chat(body: Json) -> str | None:
@@ -637,7 +650,7 @@ class FakeOpenAI:
 
     async def _stream(self, request: web.Request, body: Json, choices: list[_Choice], completion_id: str,
                       ttft: float, rate: float | None, drop_after: int | None,
-                      drop_with_error: bool) -> web.StreamResponse:
+                      drop_with_error: bool, record: RecordedRequest | None = None) -> web.StreamResponse:
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             "x-request-id": f"req_{uuid.uuid4().hex}"})
@@ -677,12 +690,18 @@ class FakeOpenAI:
                     words_sent += max(len(words_of(str(delta.get("content") or ""))), 1)
                     tokens_sent += 1
                 await send(chunk(index, delta))
+                if is_token and record is not None:
+                    record.last_token_at = time.monotonic()
+                    if record.first_token_at is None:
+                        record.first_token_at = record.last_token_at
         for index, choice in enumerate(choices):
             await send(chunk(index, {}, choice.finish_reason))
         if include_usage:
             usage = _usage(body, sum(c.completion_tokens for c in choices))
             await send({**base, "choices": [], "usage": usage})
         await response.write(b"data: [DONE]\n\n")
+        if record is not None:
+            record.finished_at = time.monotonic()
         await response.write_eof()
         return response
 
