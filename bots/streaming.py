@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from bots.aio import close_quietly, quietly
 from bots.layout import Layout, ReplyState
 from bots.pacing import Budget, Clock, EditPacer, Priority, Sleep
 from bots.surface import (
@@ -41,13 +42,13 @@ from bots.surface import (
     SurfaceGone,
     Write,
 )
+from bots.write_plan import Progress, final_priority, plan_next_write
 from core.events import Agent, Complete, Error, Event, Sources, Start, Token
 from core.retry import USER_MESSAGES
 
 log = logging.getLogger(__name__)
 
 ERROR_BACKOFF_S = 1.0  # after an unexpected platform error, the next edit waits at least this long
-ROUTED_GRACE_S = 1.0  # the agent tag waits this long for the first words before it is shown on its own
 
 
 class StreamingReply:
@@ -100,7 +101,7 @@ class StreamingReply:
         except Exception:  # the core failed mid-stream: the user still gets a readable end
             log.exception("session %s: event stream raised", self._session)
             self._fail("internal", USER_MESSAGES["internal"])
-        await _close_quietly(events)
+        await close_quietly(events)
         try:
             await self._finish(flusher)
         except asyncio.CancelledError:  # shutdown while the final text was on its way: land it, then stop
@@ -155,20 +156,12 @@ class StreamingReply:
     def _budget(self, write: Write) -> Budget | None:
         return self.surface.budget_for(write)
 
-    def _plan(self, now: float) -> tuple[float, Priority, int] | None:
-        """The next write: (seconds to wait first, its priority, writes to keep in reserve), or None when
-        nothing needs showing yet. Pure over the reply's state and the clock."""
-        blocked = max(0.0, self._blocked_until - now)
-        if not self.outcome.handles:
-            return blocked, Priority.FIRST, 0  # the first write carries whatever there is by now
-        if self._body and not self._shown_text:
-            return blocked, Priority.FIRST, 0  # first words: never held back by the pacer
-        if not self._body:
-            if self._state.agent is None or self._shown_agent or self._routed_at is None:
-                return None
-            # The tag goes in with the first words; only a model slow to start gets an edit of its own.
-            return max(blocked, self._routed_at + ROUTED_GRACE_S - now), Priority.PROGRESS, 1
-        return max(blocked, self.pacer.delay(now)), Priority.PROGRESS, 1
+    def _progress(self) -> Progress:
+        now = self._clock()
+        return Progress(posted=bool(self.outcome.handles), has_text=bool(self._body), shown_text=self._shown_text,
+                        has_agent=self._state.agent is not None, shown_agent=self._shown_agent,
+                        routed_at=self._routed_at, blocked_until=self._blocked_until,
+                        next_edit_at=now + self.pacer.delay(now))
 
     async def _flush_loop(self) -> None:
         self._start_typing()
@@ -176,16 +169,14 @@ class StreamingReply:
         while not self._closing.is_set() and not self._gone:
             if not await self._wait_for(self._changed.wait()):
                 return
-            plan = self._plan(self._clock())
+            plan = plan_next_write(self._progress(), self._clock())
             if plan is None:
                 self._changed.clear()
                 continue
-            delay, priority, reserve = plan
-            if delay > 0:
-                early = not self._body  # waiting to show a bare tag: the first words may come first
-                if early:
+            if plan.delay_s > 0:
+                if plan.overtakable:
                     self._changed.clear()
-                slept = await self._wait_for(self._sleep(delay), wake_on_change=early)
+                slept = await self._wait_for(self._sleep(plan.delay_s), wake_on_change=plan.overtakable)
                 if self._closing.is_set():
                     return
                 self._changed.set()
@@ -193,7 +184,7 @@ class StreamingReply:
                     continue
             self._changed.clear()
             try:
-                await self._push(priority, reserve)
+                await self._push(plan.priority, plan.reserve)
             except RateLimited:
                 self._changed.set()  # everything pending goes out merged in the next write
             except MessageTooLong:
@@ -211,7 +202,7 @@ class StreamingReply:
     def _start_typing(self) -> None:
         typing = getattr(self.surface, "typing", None)
         if typing is not None:
-            self._typing = asyncio.create_task(_quietly(typing(), self._session))
+            self._typing = asyncio.create_task(quietly(typing(), self._session))
 
     async def _await_first_words(self) -> None:
         """Up to the surface's `first_write_wait_s` (Discord: a typing indicator shows meanwhile), wait for words
@@ -360,9 +351,8 @@ class StreamingReply:
             wait = self._blocked_until - self._clock()
             if wait > 0:
                 await self._sleep(wait)
-            priority = Priority.FINAL if self._shown_text else Priority.FIRST
             try:
-                await self._push(priority, final=True)
+                await self._push(final_priority(self._shown_text), final=True)
                 self.outcome.delivered = True
                 self.outcome.final_at = self._clock()
                 break
@@ -401,21 +391,3 @@ class StreamingReply:
             except Exception:  # the text is already there; extras are not worth more retries
                 log.exception("session %s: finalize failed", self._session)
                 return
-
-
-async def _quietly(awaitable: Awaitable[Any], session: str) -> None:
-    try:
-        await awaitable
-    except Exception:  # a typing indicator is decoration
-        log.debug("session %s: typing indicator failed", session, exc_info=True)
-
-
-async def _close_quietly(events: AsyncIterator[Event]) -> None:
-    """Close an async generator left mid-way (after the terminal event), so its cleanup runs now."""
-    aclose = getattr(events, "aclose", None)
-    if aclose is None:
-        return
-    try:
-        await aclose()
-    except Exception:
-        log.debug("closing the event stream failed", exc_info=True)

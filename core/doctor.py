@@ -49,12 +49,17 @@ async def check_embeddings(settings: Settings) -> CheckResult:
 
 
 async def check_store(settings: Settings) -> CheckResult:
+    """The agents file, and chunks for each of its agents (as `switchboard run` requires)."""
+    from knowledge.agents import AgentsFileError
+
     try:
         from knowledge.base import open_knowledge_base
         from knowledge.embeddings import make_embedder
 
         base = await asyncio.to_thread(open_knowledge_base, settings, make_embedder(settings))
         counts = await asyncio.to_thread(base.counts)
+    except AgentsFileError as exc:
+        return CheckResult("knowledge store", False, str(exc), "edit the agents file as it says, or unset AGENTS_FILE")
     except Exception as exc:  # noqa: BLE001
         return CheckResult("knowledge store", False, str(exc),
                            "check CHROMA_HOST/CHROMA_PORT or SWITCHBOARD_DATA_DIR, then `switchboard ingest`")
@@ -62,6 +67,11 @@ async def check_store(settings: Settings) -> CheckResult:
     detail = ", ".join(f"{agent}: {n}" for agent, n in counts.items())
     if total == 0:
         return CheckResult("knowledge store", False, "the store is empty", "run `switchboard ingest` (or `make run`)")
+    empty = [agent for agent, n in counts.items() if n == 0]
+    if empty:
+        return CheckResult("knowledge store", False, f"{total} chunks ({detail}); {empty[0]} has no documents",
+                           f"put files under docs/{empty[0]}/ (or give them `agent: {empty[0]}` front matter) and "
+                           "run `switchboard ingest`")
     return CheckResult("knowledge store", True, f"{total} chunks ({detail})")
 
 

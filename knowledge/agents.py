@@ -26,7 +26,8 @@ Strategy = Literal["rag", "cag", "hybrid"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 SHIPPED_AGENTS_FILE = Path(__file__).resolve().parent / "agents.yml"
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")  # a folder, a Chroma collection suffix and a graph node name
+# A folder name, a Chroma collection suffix (which must end in a letter or digit) and a graph node name.
+_NAME = re.compile(r"^[a-z](?:[a-z0-9_-]{0,38}[a-z0-9])?$")
 _RESERVED = {"router"}  # the graph's own node
 _REQUIRED = ("label", "strategy", "description", "lane", "examples")
 _FIELDS = ("name", "label", "topic", "strategy", "cached", "description", "lane", "examples")
@@ -85,10 +86,6 @@ class AgentRegistry(Mapping[str, AgentSpec]):
         """The agents' topics as one phrase for help texts: "billing, the API or our policies"."""
         return join_words([spec.topic_phrase for spec in self._specs.values()], conjunction)
 
-    def folders_sentence(self) -> str:
-        """The document folders, for a hint about where a file should go: "billing/, technical/ or policy/"."""
-        return join_words([f"{name}/" for name in self._specs], "or")
-
 
 def join_words(words: Sequence[str], conjunction: str = "or") -> str:
     """"a", "a or b", "a, b or c"."""
@@ -125,8 +122,12 @@ def _load(path: str, _mtime_ns: int, _size: int) -> AgentRegistry:
         raise AgentsFileError(
             f"The agents file {file} is not valid YAML ({problem}{where}): fix the syntax there."
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgentsFileError(f"The agents file {file} cannot be read ({exc}): save it as UTF-8 text.") from None
+    except UnicodeDecodeError:
+        raise AgentsFileError(f"The agents file {file} is not UTF-8 text: save it as UTF-8.") from None
+    except OSError as exc:
+        raise AgentsFileError(
+            f"The agents file {file} cannot be read ({exc.strerror or exc}): point AGENTS_FILE at a readable YAML file."
+        ) from None
     entries = data.get("agents") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise AgentsFileError(
@@ -159,7 +160,7 @@ def parse_entry(entry: Any, number: int, file: Path) -> AgentSpec:
         raise AgentsFileError(f"Entry {number} in {file} has no `name`: give it a lowercase name such as `sales`.")
     if not _NAME.match(name):
         raise AgentsFileError(f"Agent {name!r} in {file} has an invalid name: use up to 40 lowercase letters, digits, "
-                              "'-' or '_', starting with a letter.")
+                              "'-' or '_', starting with a letter and ending with a letter or digit.")
     who = f"Agent '{name}' in {file}"
     if name in _RESERVED:
         raise AgentsFileError(f"{who} uses a name reserved for the router: choose another name.")

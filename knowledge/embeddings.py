@@ -29,7 +29,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -177,58 +177,7 @@ class _Layer:
         self.ln2 = (get("output.LayerNorm.weight"), get("output.LayerNorm.bias"))
 
 
-MAX_QUERY_BATCH = 32  # questions embedded in one forward pass when many arrive at once
-
-
-class QueryCoalescer:
-    """Questions that arrive while another is being embedded are embedded together, in one forward pass.
-
-    Why: one question costs ~9 ms alone but ~4.5 ms in a batch of 8 or more (BLAS does better on bigger
-    matrices), so under a burst of concurrent questions the model does half the work. Nothing ever waits for a
-    batch to fill: an idle call is embedded at once; only calls arriving during a pass queue up, and the next
-    free caller embeds the whole queue (oldest first, `max_batch` at a time) for everyone waiting. No thread of
-    its own: callers take turns leading.
-    """
-
-    def __init__(self, encode: Callable[[list[str]], np.ndarray], max_batch: int = MAX_QUERY_BATCH) -> None:
-        self._encode = encode
-        self._max_batch = max_batch
-        self._cond = threading.Condition()
-        self._pending: list[tuple[str, Future[np.ndarray]]] = []
-        self._leading = False
-        self.passes = 0  # forward passes run (tests and benchmarks read it)
-
-    def embed(self, text: str) -> np.ndarray:
-        mine: Future[np.ndarray] = Future()
-        with self._cond:
-            self._pending.append((text, mine))
-            while not mine.done():
-                if self._leading:
-                    self._cond.wait()
-                    continue
-                self._leading = True
-                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-                self._cond.release()
-                try:
-                    self._run(batch)
-                finally:
-                    self._cond.acquire()
-                    self._leading = False
-                    self._cond.notify_all()
-        return mine.result()
-
-    def _run(self, batch: list[tuple[str, Future[np.ndarray]]]) -> None:
-        try:
-            vectors = self._encode([text for text, _ in batch])
-        except BaseException as exc:  # every waiter of this pass gets the error, not a hang
-            for _, future in batch:
-                future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        self.passes += 1
-        for row, (_, future) in enumerate(batch):
-            future.set_result(np.array(vectors[row]))  # its own copy, not a view of the whole batch
+from knowledge.coalescer import MAX_QUERY_BATCH, QueryCoalescer  # noqa: E402 - re-exported
 
 
 class LocalMiniLM:
@@ -389,123 +338,7 @@ class LocalMiniLM:
         return vector
 
 
-class OpenAIEmbedder:
-    """Any OpenAI-compatible embeddings endpoint (OpenAI, Ollama, vLLM, ...) through langchain-openai.
-
-    `check_embedding_ctx_length=False` makes langchain send the raw strings: otherwise it tokenizes them with
-    tiktoken first, and tiktoken downloads its encodings at run time, which fails on a machine without internet
-    (and is pointless against a server that is not OpenAI's). The dimension is whatever the server returns,
-    learned from the first response.
-    """
-
-    def __init__(
-        self,
-        model: str,
-        *,
-        api_key: str | None,
-        base_url: str | None,
-        timeout_s: float | None = 60.0,
-        max_retries: int = 2,
-    ) -> None:
-        from langchain_openai import OpenAIEmbeddings
-
-        self.name = f"openai:{model}"
-        self._client = OpenAIEmbeddings(
-            model=model,
-            api_key=api_key or "not-needed",  # local OpenAI-compatible servers often need no key
-            base_url=base_url,
-            check_embedding_ctx_length=False,
-            timeout=timeout_s,
-            max_retries=max_retries,
-        )
-        self._dim: int | None = None
-
-    @property
-    def dim(self) -> int:
-        """The server's vector size; asks the server once if nothing has been embedded yet."""
-        if self._dim is None:
-            self.embed_query("dimension probe")
-        assert self._dim is not None
-        return self._dim
-
-    def _normalise(self, rows: list[list[float]]) -> np.ndarray:
-        matrix = np.asarray(rows, dtype=np.float32)
-        matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-        self._dim = matrix.shape[1]
-        return matrix
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("embed_documents takes a sequence of texts, not one string")
-        if not texts:
-            return np.zeros((0, self._dim or 0), dtype=np.float32)
-        return self._normalise(self._client.embed_documents(list(texts)))
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self._normalise([self._client.embed_query(text)])[0]
-
-
-# --- Chroma adapter ---------------------------------------------------------------------------------------------
-CHROMA_FUNCTION_NAME = "switchboard"
-
-
-def chroma_embedding_function(embedder: Embedder) -> Any:
-    """`embedder` as a chromadb `EmbeddingFunction`, for a collection that should embed texts itself.
-
-    The store passes vectors explicitly and does not need this; it is for tools and ad-hoc collections. The
-    function is registered with chromadb under the name "switchboard" and its config records the embedder's
-    name, so chroma can rebuild it when a collection is reopened without one (the local model only: an OpenAI
-    embedder needs a key, which is never written into a collection's config).
-    """
-    return _chroma_adapter_class()(embedder)
-
-
-@functools.cache
-def _chroma_adapter_class() -> type:
-    """Built on first use so that importing this module does not import chromadb."""
-    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
-    from chromadb.utils.embedding_functions import register_embedding_function
-
-    class SwitchboardEmbeddingFunction(EmbeddingFunction[Documents]):
-        """chromadb's embedding-function protocol over an `Embedder` (vectors are unit length: cosine space)."""
-
-        def __init__(self, embedder: Embedder) -> None:
-            self.embedder = embedder
-
-        def __call__(self, input: Documents) -> Embeddings:  # noqa: A002 - chromadb checks this parameter name
-            return list(self.embedder.embed_documents(list(input)))
-
-        def embed_query(self, input: Documents) -> Embeddings:  # noqa: A002
-            return [self.embedder.embed_query(text) for text in input]
-
-        @staticmethod
-        def name() -> str:
-            return CHROMA_FUNCTION_NAME
-
-        def default_space(self) -> Space:
-            return "cosine"
-
-        def supported_spaces(self) -> list[Space]:
-            return ["cosine", "ip", "l2"]  # all agree on rankings for unit vectors
-
-        def get_config(self) -> dict[str, Any]:
-            return {"embedder": self.embedder.name}
-
-        @staticmethod
-        def build_from_config(config: dict[str, Any]) -> SwitchboardEmbeddingFunction:
-            if config.get("embedder") != LocalMiniLM.name:
-                raise ValueError(
-                    f"cannot rebuild the embedder {config.get('embedder')!r} from a collection's config "
-                    "(it needs credentials); pass embedding_function=chroma_embedding_function(make_embedder(...))"
-                )
-            return SwitchboardEmbeddingFunction(local_model())
-
-        def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
-            if old_config.get("embedder") != new_config.get("embedder"):
-                raise ValueError("a collection's embedding model cannot change: its vectors would not compare")
-
-    register_embedding_function(SwitchboardEmbeddingFunction)
-    return SwitchboardEmbeddingFunction
+from knowledge.openai_embeddings import OpenAIEmbedder  # noqa: E402 - re-exported: the "openai" choice
 
 
 # --- choosing one -----------------------------------------------------------------------------------------------

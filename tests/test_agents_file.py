@@ -122,7 +122,8 @@ def test_the_shipped_file_defines_the_three_agents_with_their_strategies_and_cac
     assert [(a.label, a.strategy) for a in agents.values()] == [
         ("Billing", "hybrid"), ("Technical", "rag"), ("Policy", "cag")]
     assert all(len(a.examples) == 22 and a.description and a.lane.startswith("You answer") for a in agents.values())
-    assert agents["billing"].caches("billing/plans-and-pricing.md") and not agents["billing"].caches("billing/refunds.md")
+    assert agents["billing"].caches("billing/plans-and-pricing.md")
+    assert not agents["billing"].caches("billing/refunds.md")
     assert agents["policy"].caches("policy/gdpr.md") and agents["technical"].cached == ()
     assert agents.topics_sentence() == "billing, the API or our policies"
     assert load_agents(None) is load_agents(SHIPPED_AGENTS_FILE)  # one registry per file version
@@ -313,8 +314,9 @@ async def test_the_web_answer_comes_from_the_fourth_agent_and_is_tagged_with_it(
         response = await client.post("/chat", json={"message": SALES_QUESTION})
         raw = await response.text()
     assert response.status == 200
-    events = [(frame["event"], json.loads(frame["data"])) for frame in (
-        dict(line.split(": ", 1) for line in block.splitlines() if ": " in line) for block in raw.strip().split("\n\n"))]
+    frames = [dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+              for block in raw.strip().split("\n\n")]
+    events = [(frame["event"], json.loads(frame["data"])) for frame in frames]
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "start" and kinds[-1] == "complete"
     agent = next(data for kind, data in events if kind == "agent")
@@ -366,3 +368,31 @@ async def test_discord_tags_the_fourth_agents_answer(sales_core, sales_settings)
     answer, usage = fake.messages_in(dm, from_bot=True)[:2]
     assert re.search(r"\n-# Sales · Sources: [^\n]*Reseller and partner program", answer["content"]), answer["content"]
     assert "buying Lumenly" in usage["content"] and "buying Lumenly" in commands["ask"]["description"]
+
+
+# ---- the operator's view: doctor and the CLI --------------------------------------------------------------------
+
+
+async def test_doctor_names_the_agent_without_documents_and_a_bad_agents_file(sales_file, corpus_settings,
+                                                                           tmp_path) -> None:
+    from core.doctor import check_store
+
+    missing = await check_store(make_settings(corpus_settings.data_dir, agents_file=sales_file))
+    assert not missing.ok and "sales has no documents" in missing.detail and "docs/sales/" in missing.fix
+    bad = write_agents(tmp_path / "bad.yml", _with(strategy="vector"))
+    broken = await check_store(make_settings(corpus_settings.data_dir, agents_file=bad))
+    assert not broken.ok and "unknown strategy 'vector'" in broken.detail and "AGENTS_FILE" in broken.fix
+
+
+def test_the_cli_prints_a_bad_agents_file_as_its_sentence(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from switchboard.cli import app
+
+    bad = write_agents(tmp_path / "bad.yml", _with(examples=[]))
+    monkeypatch.setenv("AGENTS_FILE", str(bad))
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path / "data"))
+    for args in (["search", "demo"], ["eval", str(tmp_path / "bad.yml")], ["ask", "hello"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "Agent 'sales'" in result.output and "no examples" in result.output, args
+        assert "Traceback" not in result.output

@@ -17,10 +17,11 @@ from knowledge.embeddings import (
     EmbeddingModelMissing,
     LocalMiniLM,
     OpenAIEmbedder,
-    chroma_embedding_function,
+
     local_model,
     make_embedder,
 )
+from knowledge.chroma_adapter import chroma_embedding_function
 from tests.conftest import make_settings
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text(encoding="utf-8"))

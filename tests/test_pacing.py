@@ -121,3 +121,35 @@ async def test_a_pool_feeds_an_outside_429_to_the_keys_budget_only() -> None:
         pool.note_rate_limited("C1", 2.0)
         pool.note_rate_limited("C9", 2.0)  # no such budget: nothing to hold back
         assert c1.wait_time() == pytest.approx(2.0) and c2.wait_time() == 0
+
+
+async def test_waiters_are_served_by_priority_then_in_order_of_arrival() -> None:
+    from bots.pacing import Priority
+    from tests.test_streaming import VirtualTime
+
+    clock = VirtualTime()  # concurrent sleepers need a scheduler-aware clock
+    budget = EditBudget(1, 5.0, clock=clock.clock, sleep=clock.sleep)
+    await budget.acquire()  # the window is full for 5 s
+    served: list[str] = []
+
+    async def write(name: str, priority: Priority) -> None:
+        async with budget.slot(priority):
+            served.append(name)
+
+    tasks = [asyncio.create_task(write(name, priority)) for name, priority in
+             [("progress", Priority.PROGRESS), ("final-a", Priority.FINAL), ("first", Priority.FIRST),
+              ("final-b", Priority.FINAL)]]
+    await asyncio.gather(*tasks)
+    clock.stop()
+    assert served == ["first", "final-a", "final-b", "progress"]
+
+
+async def test_a_write_asking_for_a_reserve_leaves_that_room_free() -> None:
+    clock = ManualClock()
+    budget = EditBudget(5, 5.0, clock=clock, sleep=clock.sleep)
+    for _ in range(4):
+        await budget.acquire()
+    assert budget.wait_time() == 0 and budget.wait_time(reserve=1) == pytest.approx(5.0)
+    start = clock.now
+    await budget.acquire(reserve=1)  # waits for the window to reopen rather than take the last write
+    assert clock.now == pytest.approx(start + 5.0)
