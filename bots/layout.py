@@ -69,6 +69,12 @@ class Layout:
             index = len(self._seals)
             if len(self._render(state.view(tail, index, True))) <= limit or not tail[len(reopen):].strip():
                 break
+            if state.status in ("done", "error") and len(self._render(state.view(tail, index, False))) <= limit:
+                # Only the footer (sources, error line) does not fit beside the last part: it moves to a message
+                # of its own instead of a code block being cut to make room for it.
+                self._seals.append(_Seal(tail, len(body), ""))
+                tail = ""
+                break
             cut = self._cut_to_fit(tail, index, limit, state)
             end = start + cut.consumed - len(reopen) if cut else start
             if cut is None or end <= start:  # cannot cut smaller: send as is, the surface may refuse it

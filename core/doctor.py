@@ -51,6 +51,7 @@ async def check_embeddings(settings: Settings) -> CheckResult:
 async def check_store(settings: Settings) -> CheckResult:
     """The agents file, and chunks for each of its agents (as `switchboard run` requires)."""
     from knowledge.agents import AgentsFileError
+    from knowledge.store import StoreUnavailableError
 
     try:
         from knowledge.base import open_knowledge_base
@@ -60,6 +61,8 @@ async def check_store(settings: Settings) -> CheckResult:
         counts = await asyncio.to_thread(base.counts)
     except AgentsFileError as exc:
         return CheckResult("knowledge store", False, str(exc), "edit the agents file as it says, or unset AGENTS_FILE")
+    except StoreUnavailableError as exc:  # the Chroma server of CHROMA_HOST/CHROMA_PORT: its own fix
+        return CheckResult("knowledge store", False, exc.problem, exc.fix)
     except Exception as exc:  # noqa: BLE001
         return CheckResult("knowledge store", False, str(exc),
                            "check CHROMA_HOST/CHROMA_PORT or SWITCHBOARD_DATA_DIR, then `switchboard ingest`")

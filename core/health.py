@@ -9,6 +9,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from knowledge.store import StoreUnavailableError
+
 log = logging.getLogger(__name__)
 
 EMPTY_STORE = "the knowledge base is empty; run `switchboard ingest`"
@@ -55,7 +57,9 @@ async def probe(mode: str, knowledge: Any, checkpointer: Any) -> HealthReport:
             store_error = EMPTY_STORE
     except Exception as exc:  # noqa: BLE001 - reported as a sentence
         log.warning("health: the knowledge store cannot be read: %s", exc)
-        store_error, store_cause = f"the knowledge store cannot be read: {type(exc).__name__}", str(exc)
+        # an unreachable Chroma server says so (without its address: /health is public); else the exception type
+        reason = exc.public if isinstance(exc, StoreUnavailableError) else type(exc).__name__
+        store_error, store_cause = f"the knowledge store cannot be read: {reason}", str(exc)
     try:
         await checkpointer.aget_tuple({"configurable": {"thread_id": "health:probe"}})
     except Exception as exc:  # noqa: BLE001

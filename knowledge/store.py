@@ -38,14 +38,88 @@ def _mismatch(recorded: str, configured: str) -> EmbeddingMismatchError:
     )
 
 
-def open_chroma_client(settings: Any) -> Any:
-    """`PersistentClient` under the data directory, or `HttpClient` when CHROMA_HOST is set. No telemetry."""
+class StoreUnavailableError(RuntimeError):
+    """The Chroma server CHROMA_HOST/CHROMA_PORT name cannot be used. `str()` is one sentence with the fix;
+    `problem` and `fix` are its two halves (for `switchboard doctor`), and `public` says what failed without the
+    server's address (for `/health`, which anyone may read)."""
+
+    public = "the Chroma server (CHROMA_HOST/CHROMA_PORT) does not answer"
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}; {fix}.")
+        self.problem, self.fix = problem, fix
+
+
+def _unreachable(host: str, port: int) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        f"The Chroma server at http://{host}:{port} (CHROMA_HOST/CHROMA_PORT) does not answer",
+        f"start it (`chroma run --host {host} --port {port} --path <folder>`) or correct CHROMA_HOST/CHROMA_PORT "
+        "(unset CHROMA_HOST to use the embedded store)",
+    )
+
+
+def _not_chroma(host: str, port: int, cause: BaseException) -> StoreUnavailableError:
     import chromadb
+
+    first_line = (str(cause).strip().splitlines() or [""])[0][:120]
+    error = StoreUnavailableError(
+        f"Something answers at http://{host}:{port} (CHROMA_HOST/CHROMA_PORT) but not as a Chroma "
+        f"{chromadb.__version__.split('.')[0]}.x server ({type(cause).__name__}: {first_line})",
+        "point CHROMA_HOST/CHROMA_PORT at a Chroma server of the same major version as the chromadb package",
+    )
+    error.public = "the Chroma server (CHROMA_HOST/CHROMA_PORT) does not answer as a Chroma server"
+    return error
+
+
+class _Remote:
+    """A Chroma `HttpClient`, or a collection it returned, whose calls turn a lost connection (server stopped,
+    restarted, unreachable) into `StoreUnavailableError`. Errors the server itself returns pass through."""
+
+    __slots__ = ("_target", "_host", "_port")
+
+    def __init__(self, target: Any, host: str, port: int) -> None:
+        self._target, self._host, self._port = target, host, port
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import httpx
+            from chromadb.api.models.Collection import Collection
+
+            try:
+                result = value(*args, **kwargs)
+            except httpx.TransportError as exc:
+                raise _unreachable(self._host, self._port) from exc
+            return _Remote(result, self._host, self._port) if isinstance(result, Collection) else result
+
+        return call
+
+
+def open_chroma_client(settings: Any) -> Any:
+    """`PersistentClient` under the data directory, or `HttpClient` when CHROMA_HOST is set. No telemetry.
+
+    The server is asked who we are when the client opens, so an unreachable server fails here, with
+    `StoreUnavailableError` (and so does any later call once the connection is lost)."""
+    import chromadb
+    import httpx
     from chromadb.config import Settings as ChromaSettings
+    from chromadb.errors import ChromaError
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
     if settings.chroma_host:
-        return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
+        host, port = str(settings.chroma_host), int(settings.chroma_port)
+        try:
+            client = chromadb.HttpClient(host=host, port=port, settings=chroma_settings)
+        except ChromaError:
+            raise  # a Chroma server answered and refused (authentication, tenant): its own message says why
+        except Exception as exc:  # noqa: BLE001 - chromadb wraps a refused connection in a ValueError
+            if isinstance(exc, httpx.TransportError) or isinstance(exc.__context__, httpx.TransportError):
+                raise _unreachable(host, port) from exc
+            raise _not_chroma(host, port, exc) from exc
+        return _Remote(client, host, port)
     settings.chroma_dir.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
 

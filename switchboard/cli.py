@@ -260,7 +260,7 @@ def feedback_command(as_json: bool = typer.Option(False, "--json", help="Print t
         console.print_json(data=summary)
         return
     if not summary["total"]:
-        console.print("No feedback yet: votes appear here once people click 👍/👎 under answers in Slack.")
+        console.print("No feedback yet: votes appear here once people click 👍/👎 under answers in Slack or Discord.")
         return
     table = Table("front-end", "👍", "👎", title=f"{summary['total']} votes")
     for frontend, counts in sorted(summary["by_frontend"].items()):

@@ -59,3 +59,114 @@ def shared_store(ingested_dir: Path):
     from knowledge.embeddings import local_model
 
     return open_store(make_settings(ingested_dir), local_model())
+
+
+# --- a real Chroma server, started with the `chroma run` command the chromadb package ships ------------------
+
+import os  # noqa: E402 - this section was appended; its imports stay with it
+import re  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+CHROMA_EXE = Path(sys.executable).with_name("chroma")  # .venv/bin/chroma, beside the interpreter running pytest
+CHROMA_START_TIMEOUT_S = 30.0  # measured: the heartbeat answers about 1.2 s after the process starts
+
+
+@dataclass
+class ChromaServer:
+    """One `chroma run --host 127.0.0.1 --port <free port> --path <folder>` process; its stdout (banner and
+    tracing log) and stderr go to files beside its data folder."""
+
+    host: str
+    port: int
+    path: Path
+    process: subprocess.Popen[bytes]
+    started_in_s: float = 0.0
+
+    def settings(self, data_dir: Path, **overrides: object) -> Settings:
+        """Offline test settings whose knowledge store is this server."""
+        return make_settings(data_dir, chroma_host=self.host, chroma_port=self.port, **overrides)
+
+    def output(self, limit: int = 3000) -> str:
+        """The server's stderr, then the end of its stdout, without colour codes (for failure messages)."""
+        parts = []
+        for name in ("stderr", "stdout"):
+            log = self.path.with_name(f"{self.path.name}.{name}")
+            text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace")) if log.exists() else ""
+            parts.append(f"--- {name}:\n{text.strip()[-limit:] or '(empty)'}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        """SIGTERM (the server shuts down at once), then SIGKILL if it has not exited within 5 s."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _heartbeat(host: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/api/v2/heartbeat", timeout=1) as response:
+            return response.status == 200 and b"heartbeat" in response.read()
+    except OSError:
+        return False
+
+
+def start_chroma_server(path: Path, *, attempts: int = 3) -> ChromaServer:
+    """Start `chroma run` on a free loopback port with its data in `path` and wait for its heartbeat; fails the
+    test with the server's output if it exits or does not answer within CHROMA_START_TIMEOUT_S. A port taken
+    between choosing and binding it (the server then exits, with status 0) is retried on another port."""
+    if not CHROMA_EXE.exists():
+        pytest.skip(f"no `chroma` executable at {CHROMA_EXE} (it comes with the chromadb package)")
+    # The server reads CHROMA_* variables as configuration; ours (CHROMA_HOST/CHROMA_PORT) must not leak in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMA_")}
+    server: ChromaServer | None = None
+    for _ in range(attempts):
+        port = _free_port()
+        began = time.monotonic()
+        with path.with_name(f"{path.name}.stdout").open("wb") as out, \
+                path.with_name(f"{path.name}.stderr").open("wb") as err:
+            process = subprocess.Popen(
+                [str(CHROMA_EXE), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(path)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True,
+            )
+        server = ChromaServer("127.0.0.1", port, path, process)
+        while time.monotonic() - began < CHROMA_START_TIMEOUT_S:
+            if _heartbeat(server.host, port):
+                server.started_in_s = time.monotonic() - began
+                return server
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        else:
+            server.stop()
+            pytest.fail(f"`chroma run` on 127.0.0.1:{port} did not answer its heartbeat within "
+                        f"{CHROMA_START_TIMEOUT_S:.0f} s.\n{server.output()}", pytrace=False)
+        if "is not available" not in server.output():  # anything but a taken port: no point retrying
+            break
+    assert server is not None
+    pytest.fail(f"`chroma run` exited with status {server.process.returncode} before answering.\n"
+                f"{server.output()}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory):
+    """A Chroma server for the whole session (tests share it: give collections distinct agents or clear them)."""
+    server = start_chroma_server(tmp_path_factory.mktemp("chroma-server") / "db")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -311,8 +311,11 @@ async def test_start_up_refuses_an_agent_whose_folder_was_never_ingested(sales_f
 
 async def test_the_web_answer_comes_from_the_fourth_agent_and_is_tagged_with_it(sales_core) -> None:
     async with TestClient(TestServer(create_app(sales_core))) as client:
+        listed = await (await client.get("/agents")).json()  # the chat page's help text and badges
         response = await client.post("/chat", json={"message": SALES_QUESTION})
         raw = await response.text()
+    assert [a["name"] for a in listed["agents"]][-1] == "sales"
+    assert listed["topics"].endswith(sales_core.agents["sales"].topic_phrase)
     assert response.status == 200
     frames = [dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
               for block in raw.strip().split("\n\n")]

@@ -54,3 +54,17 @@ def test_a_code_block_that_fits_a_message_moves_whole_to_the_next() -> None:
     views = Layout(render_plain, 260).views(answer, DONE)
     holding = [v for v in views if "print(0)" in v.body]
     assert len(holding) == 1 and "print(9)" in holding[0].body and holding[0].body.count("```") == 2
+
+
+def test_a_final_footer_that_does_not_fit_moves_on_instead_of_cutting_the_last_code_block() -> None:
+    from core.events import SourceRef
+
+    code = "```python\n" + "\n".join(f"client.upload('part_{i:02}.bin')  # part {i}" for i in range(9)) + "\n```"
+    sources = tuple(SourceRef(f"A rather long document title number {i} about uploads", f"t/{i}.md")
+                    for i in range(3))
+    done = ReplyState(TAG, "done", sources)
+    layout = Layout(render_plain, 500)
+    assert len(render_plain(done.view(code, 0, True))) > 500 >= len(render_plain(done.view(code, 0, False)))
+    views = layout.views(code, done)
+    assert [v.body for v in views] == [code, ""]  # the block whole in one message, the sources in the next
+    assert "Sources" in render_plain(views[1]) and all(len(render_plain(v)) <= 500 for v in views)

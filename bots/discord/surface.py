@@ -67,8 +67,8 @@ def render_discord(view: ReplyView) -> str:
         return "\n".join(lines)
     if view.status == "error":
         lines.append(f"⚠️ {view.error_message}")
-    elif view.status == "done" and not body:
-        lines.append("*(no answer)*")
+    elif view.status == "done" and not body and not view.is_continuation:
+        lines.append("*(no answer)*")  # a continuation may carry only the footer that did not fit above
     footer: list[str] = [view.agent.label] if view.agent else []
     if streaming:
         footer.append("answering…" if body else "looking into it…")

@@ -16,6 +16,9 @@ def openapi_spec(version: str) -> dict[str, Any]:
         "paths": {
             "/": {"get": {"summary": "Service name, version and links (HTML chat page for browsers)",
                           "responses": {"200": {"description": "OK"}}}},
+            "/agents": {"get": {"summary": "The agents of the agents file (name, label, description) and their "
+                                           "topics as one phrase",
+                                "responses": {"200": {"description": "The agents, in file order"}}}},
             "/health": {"get": {"summary": "Store, checkpoints and LLM mode",
                                 "responses": {"200": {"description": "healthy"},
                                               "503": {"description": "a dependency is down"}}}},

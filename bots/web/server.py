@@ -194,6 +194,16 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=503 if failing else 200)
 
 
+async def agents(request: web.Request) -> web.Response:
+    """The agents of the agents file, for the chat page's help text and badges."""
+    registry = request.app[ORCHESTRATOR].agents
+    return web.json_response({
+        "agents": [{"name": spec.name, "label": spec.label, "description": spec.description}
+                   for spec in registry.values()],
+        "topics": registry.topics_sentence(),
+    })
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type": "text/plain; version=0.0.4"})
@@ -226,6 +236,7 @@ def create_app(orchestrator: Orchestrator, *, extra_routes: list[web.RouteDef] |
     app.router.add_get("/chat", chat_page)
     app.router.add_post("/chat", chat)
     app.router.add_get("/health", health)
+    app.router.add_get("/agents", agents)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs)
