@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Hashable
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 log = logging.getLogger("coordination")
@@ -40,11 +40,15 @@ class CoordinationUnavailable(RuntimeError):
     """Redis could not be reached for something that cannot go on without it (queueing for a session lock)."""
 
 
-def make_client(url: str) -> Redis:
-    """A client with its own connection pool. Short timeouts: coordination that hangs is worse than a readable
-    error, and every caller has a fallback or reports the failure."""
-    return Redis.from_url(url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0,
-                          health_check_interval=30, client_name="switchboard")
+def make_client(url: str, max_connections: int = 64) -> Redis:
+    """A client with its own connection pool. A blocking pool: under a burst (200 replies at once) commands
+    queue for one of `max_connections` connections instead of failing with "Too many connections", which the
+    default pool does past its size. Short timeouts: coordination that hangs is worse than a readable error,
+    and every caller has a fallback or reports the failure."""
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5.0,
+                                           decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0,
+                                           health_check_interval=30, client_name="switchboard")
+    return Redis.from_pool(pool)
 
 
 def us(seconds: float) -> int:
@@ -82,7 +86,7 @@ async def ping_sentence(client: Redis, url: str) -> str | None:
     try:
         await client.ping()
     except RedisError as exc:
-        return (f"Redis at {redact(url)} is unreachable ({type(exc).__name__}: {exc}); start Redis or correct "
+        return (f"Redis at {redact(url)} is unreachable ({type(exc).__name__}: {str(exc).rstrip('.')}); start Redis or correct "
                 "REDIS_URL (unset it to run a single replica with in-process coordination).")
     return None
 

@@ -32,7 +32,12 @@ def mask(value: object) -> str:
 
 
 def settings_rows(settings: Settings) -> Iterator[tuple[str, str]]:
+    from core.checkpoints import database_url, redact_url
+
     for name in type(settings).model_fields:
+        if name == "database_url" and database_url(settings):  # host, user and database; never the password
+            yield name, redact_url(database_url(settings) or "")
+            continue
         yield name, mask(getattr(settings, name))
     yield "effective_llm_provider", settings.effective_llm_provider
 
@@ -79,9 +84,15 @@ async def check_store(settings: Settings) -> CheckResult:
 
 
 async def check_checkpoints(settings: Settings) -> CheckResult:
-    try:
-        from core.orchestrator import open_checkpointer
+    from core.checkpoints import CheckpointsUnavailable, database_url, open_checkpointer, postgres_status
 
+    url = database_url(settings)
+    if url is not None:  # Postgres: reachable, and its tables ready? (read-only; `switchboard migrate` creates them)
+        try:
+            return CheckResult("checkpoints", True, await postgres_status(url))
+        except CheckpointsUnavailable as exc:
+            return CheckResult("checkpoints", False, exc.problem, exc.fix)
+    try:
         saver, close = await open_checkpointer(settings)
         await close()
     except Exception as exc:  # noqa: BLE001

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from core.checkpoints import CheckpointsUnavailable
 from knowledge.store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -64,5 +65,7 @@ async def probe(mode: str, knowledge: Any, checkpointer: Any) -> HealthReport:
         await checkpointer.aget_tuple({"configurable": {"thread_id": "health:probe"}})
     except Exception as exc:  # noqa: BLE001
         log.warning("health: checkpoints cannot be read: %s", exc)
-        checkpoints_error = f"checkpoints cannot be read: {type(exc).__name__}"
+        # an unusable Postgres (DATABASE_URL) says so with its fix (without its address); else the exception type
+        checkpoints_error = (exc.public if isinstance(exc, CheckpointsUnavailable)
+                             else f"checkpoints cannot be read: {type(exc).__name__}")
     return HealthReport(mode, chunks, store_error, store_cause, checkpoints_error)

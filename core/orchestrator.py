@@ -13,12 +13,12 @@ import logging
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
+from core.checkpoints import open_checkpointer  # re-exported: callers used to import it from here
 from core.events import Agent, Complete, Error, Event, SourceRef, Sources, Start, Token
 from core.graph import Brain, TurnContext, build_graph, decide_route
 from core.health import HealthReport, probe
@@ -177,19 +177,6 @@ def _unique_by_source(passages: list[Any]) -> list[Any]:
             seen.add(passage.source)
             unique.append(passage)
     return unique
-
-
-async def open_checkpointer(settings: Settings) -> tuple[Any, Callable[[], Awaitable[None]]]:
-    """The SQLite checkpointer in the data directory (Postgres arrives with DATABASE_URL in a later issue)."""
-    import aiosqlite
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-    path = Path(settings.checkpoint_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = await aiosqlite.connect(str(path))
-    saver = AsyncSqliteSaver(conn)
-    await saver.setup()
-    return saver, conn.close
 
 
 async def build_orchestrator(

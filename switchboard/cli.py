@@ -1,4 +1,4 @@
-"""The `switchboard` command: ask, eval, doctor, ingest, search, run and feedback.
+"""The `switchboard` command: ask, eval, doctor, ingest, search, run, feedback and migrate.
 
 Only wiring lives here; each command calls into the package that does the work (`core`, `knowledge`, `bots`).
 """
@@ -55,7 +55,13 @@ def ask(
     settings = _settings()
     _agents(settings)  # a bad agents file is one sentence here, not a traceback
     key = session or f"cli:{uuid.uuid4()}"
-    code = asyncio.run(_ask(settings, key, question, as_json))
+    from knowledge.store import StoreUnavailableError
+
+    try:
+        code = asyncio.run(_ask(settings, key, question, as_json))
+    except StoreUnavailableError as exc:
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
     raise typer.Exit(code)
 
 
@@ -163,13 +169,13 @@ def _open_store(settings: Any, *, check_embedder: bool = True) -> Any:
     """The store with the configured embedder and the agents file's agents; a model mismatch is printed as the
     fix, exit code 1."""
     from knowledge.embeddings import make_embedder
-    from knowledge.store import EmbeddingMismatchError, KnowledgeStore, open_chroma_client
+    from knowledge.store import EmbeddingMismatchError, KnowledgeStore, StoreUnavailableError, open_chroma_client
 
     agents = _agents(settings).names
     try:
         return KnowledgeStore(open_chroma_client(settings), make_embedder(settings), agents,
                               check_embedder=check_embedder)
-    except EmbeddingMismatchError as exc:
+    except (EmbeddingMismatchError, StoreUnavailableError) as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
 
@@ -253,9 +259,14 @@ app.command(name="run")(run_command)
 def feedback_command(as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
                      recent: int = typer.Option(10, help="How many of the latest 👎 to list.")) -> None:
     """Show the 👍/👎 votes recorded so far and the latest 👎 conversations (their session keys)."""
-    from bots.feedback import read_feedback, summarize
+    from bots.feedback import feedback_store, summarize
+    from core.checkpoints import CheckpointsUnavailable
 
-    summary = summarize(read_feedback(load_settings().data_dir), recent)
+    try:  # the configured store: feedback.jsonl, or Postgres when DATABASE_URL is set
+        summary = summarize(asyncio.run(feedback_store(load_settings()).read()), recent)
+    except CheckpointsUnavailable as exc:
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
     if as_json:
         console.print_json(data=summary)
         return
@@ -269,6 +280,30 @@ def feedback_command(as_json: bool = typer.Option(False, "--json", help="Print t
     for row in summary["recent_down"]:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["at"] or 0))
         console.print(f"👎 {when}  {row['session_key']}  (by {row['user']})")
+
+
+@app.command(name="migrate")
+def migrate_command() -> None:
+    """Create or update the tables of DATABASE_URL's Postgres (conversations, feedback); safe to run again."""
+    from core.checkpoints import CheckpointsUnavailable
+
+    try:
+        for line in asyncio.run(_migrate(_settings())):
+            console.print(line, highlight=False, soft_wrap=True)
+    except CheckpointsUnavailable as exc:
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
+
+
+async def _migrate(settings: Settings) -> list[str]:
+    from bots.feedback import feedback_store
+    from core.checkpoints import migrate
+
+    store = feedback_store(settings)
+    lines = [await migrate(settings)]
+    await store.setup()
+    lines.append(f"feedback: {store.where}, ready")
+    return lines
 
 
 def main() -> None:

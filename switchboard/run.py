@@ -20,8 +20,10 @@ from aiohttp import web
 from rich.console import Console
 
 from bots.startup import StartupError, discord_enabled, slack_enabled, validate_settings
+from core.checkpoints import CheckpointsUnavailable
 from core.settings import Settings
 from knowledge.agents import AgentsFileError, check_documents
+from knowledge.store import StoreUnavailableError
 
 if TYPE_CHECKING:
     from core.orchestrator import Orchestrator
@@ -51,7 +53,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         raise StartupError("\n".join(f"{p.message} Fix: {p.fix}" for p in problems))
     try:
         orchestrator = await build_orchestrator(settings)
-    except AgentsFileError as exc:  # a bad AGENTS_FILE: its one-sentence fix, no traceback
+    except (AgentsFileError, CheckpointsUnavailable, StoreUnavailableError) as exc:  # a bad AGENTS_FILE, an
+        # unreachable Chroma server or an unusable DATABASE_URL: one
+        # sentence with its fix, no traceback (and never the URL's password)
         raise StartupError(str(exc)) from None
     frontends: list[Any] = []
     runner: web.AppRunner | None = None

@@ -72,7 +72,10 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-CHROMA_EXE = Path(sys.executable).with_name("chroma")  # .venv/bin/chroma, beside the interpreter running pytest
+# .venv/bin/chroma, beside the interpreter running pytest; else the one on PATH
+CHROMA_EXE = Path(sys.executable).with_name("chroma")
+if not CHROMA_EXE.exists() and shutil.which("chroma"):
+    CHROMA_EXE = Path(str(shutil.which("chroma")))
 CHROMA_START_TIMEOUT_S = 30.0  # measured: the heartbeat answers about 1.2 s after the process starts
 
 
@@ -125,27 +128,28 @@ def _heartbeat(host: str, port: int) -> bool:
         return False
 
 
-def start_chroma_server(path: Path, *, attempts: int = 3) -> ChromaServer:
+def start_chroma_server(path: Path, *, port: int | None = None, attempts: int = 3) -> ChromaServer:
     """Start `chroma run` on a free loopback port with its data in `path` and wait for its heartbeat; fails the
     test with the server's output if it exits or does not answer within CHROMA_START_TIMEOUT_S. A port taken
-    between choosing and binding it (the server then exits, with status 0) is retried on another port."""
+    between choosing and binding it (the server then exits, with status 0) is retried on another one; `port`
+    (to restart a server where it was) is not."""
     if not CHROMA_EXE.exists():
         pytest.skip(f"no `chroma` executable at {CHROMA_EXE} (it comes with the chromadb package)")
     # The server reads CHROMA_* variables as configuration; ours (CHROMA_HOST/CHROMA_PORT) must not leak in.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMA_")}
     server: ChromaServer | None = None
-    for _ in range(attempts):
-        port = _free_port()
+    for _ in range(1 if port else attempts):
+        chosen = port or _free_port()
         began = time.monotonic()
         with path.with_name(f"{path.name}.stdout").open("wb") as out, \
                 path.with_name(f"{path.name}.stderr").open("wb") as err:
             process = subprocess.Popen(
-                [str(CHROMA_EXE), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(path)],
+                [str(CHROMA_EXE), "run", "--host", "127.0.0.1", "--port", str(chosen), "--path", str(path)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True,
             )
-        server = ChromaServer("127.0.0.1", port, path, process)
+        server = ChromaServer("127.0.0.1", chosen, path, process)
         while time.monotonic() - began < CHROMA_START_TIMEOUT_S:
-            if _heartbeat(server.host, port):
+            if _heartbeat(server.host, chosen):
                 server.started_in_s = time.monotonic() - began
                 return server
             if process.poll() is not None:
@@ -153,7 +157,7 @@ def start_chroma_server(path: Path, *, attempts: int = 3) -> ChromaServer:
             time.sleep(0.05)
         else:
             server.stop()
-            pytest.fail(f"`chroma run` on 127.0.0.1:{port} did not answer its heartbeat within "
+            pytest.fail(f"`chroma run` on 127.0.0.1:{chosen} did not answer its heartbeat within "
                         f"{CHROMA_START_TIMEOUT_S:.0f} s.\n{server.output()}", pytrace=False)
         if "is not available" not in server.output():  # anything but a taken port: no point retrying
             break

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = ("core", "knowledge", "bots", "switchboard")
+OURS = ("core", "knowledge", "bots", "switchboard", "coordination")
 ALLOWED: dict[str, set[str]] = {
     "knowledge": {"knowledge"},
-    "core": {"core", "knowledge"},
-    "bots": {"bots", "core", "knowledge"},
+    "coordination": {"coordination"},
+    "core": {"core", "knowledge", "coordination"},
+    "bots": {"bots", "core", "knowledge", "coordination"},
     "switchboard": set(OURS),
 }
 

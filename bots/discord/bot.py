@@ -42,6 +42,7 @@ from bots.discord.conversation import (
 )
 from bots.discord.inbound import PLATFORM, THREAD_TYPES, Place, inbound_from_message, reply_chain_inbound
 from bots.discord.surface import NO_MENTIONS, ChannelSurface, DiscordSurface, InteractionSurface
+from bots.feedback import feedback_store
 from bots.pacing import BudgetPool, retry_after_of
 from bots.pipeline import AnswerPipeline, Inbound, PlatformTexts, intent_of
 from bots.startup import StartupError
@@ -77,7 +78,8 @@ class SwitchboardClient(discord.Client):
         self.frontend = frontend
         self.tree = app_commands.CommandTree(self)
         commands.register(self.tree, frontend)
-        feedback.install(self, frontend.settings.data_dir)  # 👍/👎 under answers, also those sent before a restart
+        # 👍/👎 under answers, also those sent before a restart; into feedback.jsonl, or Postgres with DATABASE_URL
+        feedback.install(self, feedback_store(frontend.settings))
 
     async def setup_hook(self) -> None:
         await self.frontend.sync_commands(self.tree)

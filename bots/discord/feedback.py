@@ -1,12 +1,12 @@
-"""👍/👎 under Discord answers, recorded through the same path as Slack's (`bots.feedback.record_feedback`).
+"""👍/👎 under Discord answers, recorded through the same store as Slack's (`bots.feedback.feedback_store`).
 
 The buttons are `discord.ui.DynamicItem`s: everything a click needs (the vote and the conversation's session key)
 is in the button's `custom_id` (`sb:fb:up:discord:thread:123…`), and the client registers the class once
 (`install`). So no view object is kept per message, nothing is stored, and the buttons under answers posted
 before a restart keep working after it: discord.py matches any clicked `custom_id` against the template.
 
-A click writes one line to `feedback.jsonl` (in a worker thread, as Slack does) and answers with an ephemeral
-thank-you that only the clicker sees and that pings nobody. `switchboard feedback` counts the votes under the
+A click records the vote in the configured store (`feedback.jsonl`, or Postgres with DATABASE_URL), as Slack
+does, and answers with an ephemeral thank-you that only the clicker sees and that pings nobody. `switchboard feedback` counts the votes under the
 front-end "discord".
 
 Discord allows 100 characters in a `custom_id`. Every Discord session key fits (the longest, an `/ask` key, is
@@ -15,7 +15,6 @@ about 70); a longer one is cut and suffixed with a digest (`shorten_key`), so it
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import re
@@ -24,7 +23,7 @@ from typing import Any, Literal
 
 import discord
 
-from bots.feedback import Vote, record_feedback
+from bots.feedback import FeedbackStore, FileFeedbackStore, Vote
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ LABELS: dict[Vote, tuple[str, str]] = {"up": ("👍", "Helpful"), "down": ("👎
 THANKS: dict[Vote, str] = {"up": "Thanks for the feedback!",
                            "down": "Thanks for telling us. A teammate can follow up in this thread."}
 NOT_SAVED = "Sorry, your vote could not be saved. Please try again in a minute."
-DIR_ATTRIBUTE = "feedback_dir"  # set on the client by `install`: where a click's vote is written
+STORE_ATTRIBUTE = "feedback_store"  # set on the client by `install`: where a click's vote is written
 
 
 def custom_id(vote: Vote, session_key: str) -> str:
@@ -70,16 +69,16 @@ class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLAT
         return cls(vote, match["key"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        data_dir: Path | None = getattr(interaction.client, DIR_ATTRIBUTE, None)
+        store: FeedbackStore | None = getattr(interaction.client, STORE_ATTRIBUTE, None)
         text = THANKS[self.vote]
         try:
-            if data_dir is None:
-                raise RuntimeError("the client has no feedback directory (bots.discord.feedback.install)")
-            await asyncio.to_thread(record_feedback, data_dir, frontend=FRONTEND, session_key=self.session_key,
-                                    vote=self.vote, user=str(interaction.user.id),
-                                    message=str(interaction.message.id) if interaction.message else None)
-        except Exception:
-            log.exception("discord: recording a %s vote on %s failed", self.vote, self.session_key)
+            if store is None:
+                raise RuntimeError("the client has no feedback store (bots.discord.feedback.install)")
+            await store.record(frontend=FRONTEND, session_key=self.session_key, vote=self.vote,
+                               user=str(interaction.user.id),
+                               message=str(interaction.message.id) if interaction.message else None)
+        except Exception as exc:  # noqa: BLE001 - the clicker reads NOT_SAVED; the log says why (no secrets)
+            log.warning("discord: recording a %s vote on %s failed: %s", self.vote, self.session_key, exc)
             text = NOT_SAVED
         try:
             await interaction.response.send_message(text, ephemeral=True,
@@ -100,7 +99,8 @@ def feedback_view(session_key: str) -> discord.ui.View:
     return view
 
 
-def install(client: discord.Client, data_dir: Path) -> None:
-    """Make `client` answer clicks on feedback buttons, including those under messages sent before a restart."""
-    setattr(client, DIR_ATTRIBUTE, Path(data_dir))
+def install(client: discord.Client, store: FeedbackStore | Path) -> None:
+    """Make `client` answer clicks on feedback buttons, including those under messages sent before a restart.
+    `store` is where votes go (`bots.feedback.feedback_store(settings)`); a folder means its feedback.jsonl."""
+    setattr(client, STORE_ATTRIBUTE, FileFeedbackStore(store) if isinstance(store, (str, Path)) else store)
     client.add_dynamic_items(FeedbackButton)

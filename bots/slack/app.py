@@ -33,7 +33,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.dedupe import RecentKeys
-from bots.feedback import record_feedback
+from bots.feedback import feedback_store
 from bots.pipeline import AnswerPipeline, Inbound, PlatformTexts, intent_of
 from bots.slack.inbound import Thread, delivery_keys, inbound_from_ask, inbound_from_event, session_key
 from bots.slack.mrkdwn import defuse_broadcasts, escape
@@ -91,6 +91,7 @@ class SlackFrontend:
         self._seen = RecentKeys()
         self._threads = RecentKeys(50_000)  # threads answered lately; older ones are found in the checkpoints
         self._not_ours = RecentKeys(50_000)  # threads looked up and found to be other people's conversations
+        self.feedback = feedback_store(settings)  # 👍/👎: feedback.jsonl, or Postgres when DATABASE_URL is set
         self._register()
 
     @property
@@ -199,12 +200,16 @@ class SlackFrontend:
         vote = "up" if action["action_id"] == FEEDBACK_UP else "down"
         user = (body.get("user") or {}).get("id")
         message_ts = (body.get("container") or {}).get("message_ts")
-        await asyncio.to_thread(record_feedback, self.settings.data_dir, frontend="slack",
-                                session_key=action.get("value", ""), vote=vote, user=user, message=message_ts)
+        text = ("Thanks for the feedback!" if vote == "up"
+                else "Thanks for telling us. A teammate can follow up in this thread.")
+        try:
+            await self.feedback.record(frontend="slack", session_key=action.get("value", ""), vote=vote, user=user,
+                                       message=message_ts)
+        except Exception as exc:  # noqa: BLE001 - the clicker reads a sentence; the log says why (no secrets)
+            log.warning("slack: recording a %s vote failed: %s", vote, exc)
+            text = "Sorry, your vote could not be saved. Please try again in a minute."
         with contextlib.suppress(Exception):
-            await respond(response_type="ephemeral", replace_original=False,
-                          text="Thanks for the feedback!" if vote == "up"
-                          else "Thanks for telling us. A teammate can follow up in this thread.")
+            await respond(response_type="ephemeral", replace_original=False, text=text)
 
     # --- answering -----------------------------------------------------------------------------------------
     async def _is_our_thread(self, key: str) -> bool:
