@@ -18,6 +18,7 @@ The URL's password never appears in any of them, nor in a log line (`redact_url`
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ CONNECT_TIMEOUT_S = 5  # libpq's connect_timeout: an address that drops packets 
 POOL_TIMEOUT_S = 5.0  # longest wait for a pooled connection before a checkpoint read or write fails
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4  # AsyncPostgresSaver serialises its own calls (one lock per saver): a few connections suffice
+IDLE_CHECK_AFTER_S = 2.0  # a pooled connection idle this long is tested before use (see IdleCheck)
 MIGRATION_LOCK_KEY = 0x5357_4244  # pg_advisory_lock key ("SWBD") held while tables are created or migrated
 MIGRATION_LOCK_TIMEOUT_S = 120.0  # longest wait for another replica's migrations to finish
 SETTING = "DATABASE_URL"
@@ -179,6 +181,7 @@ async def migration_lock(conn: Any) -> AsyncIterator[None]:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
 
 
+@functools.cache
 def _saver_class() -> type:
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
@@ -199,19 +202,44 @@ def _saver_class() -> type:
             except PoolTimeout as exc:
                 raise await _diagnose(self.url, exc) from None
             except psycopg.OperationalError as exc:
-                raise explain(exc, self.url) from None
+                sqlstate = getattr(exc, "sqlstate", None) or ""
+                if sqlstate and not sqlstate.startswith("57"):  # the server answered with an error: say which
+                    raise explain(exc, self.url) from None
+                # the connection was lost, or the server is shutting down: why (refused…)?
+                raise await _diagnose(self.url, exc) from None
 
     return PostgresCheckpointer
 
 
 async def _diagnose(url: str, exc: BaseException) -> CheckpointsUnavailable:
-    """Why the pool has no connection to give: one direct attempt says (refused, unknown host…)."""
+    """Why the pool has no connection to give, or lost the one it gave: one direct attempt says (refused, unknown
+    host…); when that attempt succeeds, the original failure is explained instead."""
     try:
         conn = await connect(url)
     except CheckpointsUnavailable as reason:
         return reason
     await conn.close()
     return explain(exc, url)
+
+
+class IdleCheck:
+    """The pool's `check`: a connection idle for `after_s` or more is tested (one empty query) before it is
+    handed out, so one left broken by a Postgres restart is replaced instead of failing the next reply; one used
+    within the last `after_s` is handed out as is (the test costs about 0.2 ms, and a turn takes 8 connections)."""
+
+    def __init__(self, after_s: float = IDLE_CHECK_AFTER_S) -> None:
+        import weakref
+
+        self.after_s = after_s
+        self._last: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    async def __call__(self, conn: Any) -> None:
+        from psycopg_pool import AsyncConnectionPool
+
+        now = asyncio.get_running_loop().time()
+        last, self._last[conn] = self._last.get(conn), now
+        if last is None or now - last >= self.after_s:
+            await AsyncConnectionPool.check_connection(conn)
 
 
 async def _open_postgres(url: str, *, setup: bool) -> tuple[Any, Callable[[], Awaitable[None]]]:
@@ -226,7 +254,7 @@ async def _open_postgres(url: str, *, setup: bool) -> tuple[Any, Callable[[], Aw
     finally:
         await first.close()
     pool = AsyncConnectionPool(url, kwargs=_connection_kwargs(), min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE,
-                               timeout=POOL_TIMEOUT_S, check=AsyncConnectionPool.check_connection,
+                               timeout=POOL_TIMEOUT_S, check=IdleCheck(),
                                name="switchboard-checkpoints", open=False)
     try:
         await pool.open(wait=True, timeout=POOL_TIMEOUT_S)

@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     )
     chroma_host: str | None = None
     chroma_port: int = 8000
-    database_url: SecretStr | None = None  # Postgres checkpoints (later); SQLite in data_dir when unset
+    database_url: SecretStr | None = None  # Postgres: conversations and votes (core/checkpoints.py); else SQLite
+    redis_url: SecretStr | None = None  # Redis: coordination shared by replicas (coordination/); else in-process
+    replica_id: str | None = None  # how this process names itself to the others (default: host and pid)
 
     # --- language model ------------------------------------------------------------------------------------------
     llm_provider: Literal["auto", "openai", "offline"] = "auto"

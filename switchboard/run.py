@@ -24,6 +24,7 @@ from core.checkpoints import CheckpointsUnavailable
 from core.settings import Settings
 from knowledge.agents import AgentsFileError, check_documents
 from knowledge.store import StoreUnavailableError
+from switchboard.workers import check_workers, run_workers, worker_position
 
 if TYPE_CHECKING:
     from core.orchestrator import Orchestrator
@@ -70,7 +71,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             slack = SlackFrontend(settings, orchestrator)
             extra_routes.extend(slack.http_routes())
             frontends.append(slack)
-        if discord_enabled(settings):
+        if discord_enabled(settings) and worker_position()[0] == 0:  # one gateway connection (not sharded yet)
             from bots.discord.bot import DiscordFrontend
 
             frontends.append(DiscordFrontend(settings, orchestrator))
@@ -80,11 +81,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         app = create_app(orchestrator, extra_routes=extra_routes)
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, settings.web_host, settings.web_port)
+        index, count = worker_position()
+        site = web.TCPSite(runner, settings.web_host, settings.web_port, reuse_port=count > 1 or None)
         await site.start()
         shown_host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
+        worker = f" · worker {index + 1} of {count}" if count > 1 else ""
         console.print(f"[green]✓[/] web: chat page and API on http://{shown_host}:{settings.web_port} "
-                      f"(docs at /docs) · answering in [bold]{orchestrator.mode}[/] mode")
+                      f"(docs at /docs) · answering in [bold]{orchestrator.mode}[/] mode{worker}")
         for frontend in frontends:
             try:
                 await frontend.start()
@@ -117,7 +120,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         await orchestrator.aclose()
 
 
-def run_command() -> None:
+def run_command(workers: int = typer.Option(1, "--workers", min=1, max=64,
+                                           help="Worker processes sharing the web port (needs REDIS_URL).")
+                ) -> None:
     """Serve every configured front-end: web always, Slack and Discord when their tokens are set."""
     from core.logging_setup import setup_logging
     from core.settings import load_settings
@@ -125,6 +130,9 @@ def run_command() -> None:
     settings = load_settings()
     setup_logging(settings.log_level)
     try:
+        check_workers(settings, workers)
+        if workers > 1:
+            raise typer.Exit(run_workers(workers))
         asyncio.run(serve(settings))
     except StartupError as exc:
         console.print(f"[red]Cannot start:[/] {exc}")

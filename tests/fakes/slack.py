@@ -307,6 +307,9 @@ class FakeSlack:
         self.acks: dict[str, Ack] = {}
         self.responses: list[ResponseUrlPost] = []
         self.connections_opened = 0
+        self.spread_events = False  # True: events go round-robin over the open connections, as Slack does
+        self._next_socket = -1
+        self.delivered_on: list[int] = []  # per envelope, which open connection carried it
         self._ts_counter = 0
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
@@ -906,11 +909,21 @@ class FakeSlack:
 
     async def send_envelope(self, type_: str, payload: dict[str, Any], *, accepts_response_payload: bool = False,
                             retry_attempt: int | None = None, retry_reason: str | None = None,
-                            timeout: float | None = None) -> Ack:
-        """Send one envelope on the newest connection and wait for its ack."""
+                            timeout: float | None = None, connection: int | None = None) -> Ack:
+        """Send one envelope and wait for its ack: on connection number `connection` (in the order they opened,
+        among those open) when given; otherwise round-robin over the open connections when `spread_events` is
+        set (as Slack spreads an app's events over its up to 10 connections), else on the newest."""
         timeout = self.ack_timeout_s if timeout is None else timeout
         await self.wait_for_connection(1, timeout)
-        ws = self._open_sockets()[-1]
+        sockets = self._open_sockets()
+        if connection is not None:
+            ws = sockets[connection % len(sockets)]
+        elif self.spread_events:
+            self._next_socket = (self._next_socket + 1) % len(sockets)
+            ws = sockets[self._next_socket]
+        else:
+            ws = sockets[-1]
+        self.delivered_on.append(sockets.index(ws))
         envelope_id = str(uuid.uuid4())
         frame: dict[str, Any] = {"envelope_id": envelope_id, "payload": payload, "type": type_,
                                  "accepts_response_payload": accepts_response_payload}
@@ -945,14 +958,16 @@ class FakeSlack:
         return self._event_ids[key]
 
     async def send_event(self, event: dict[str, Any], retry_num: int = 0, retry_reason: str | None = None, *,
-                         event_id: str | None = None, timeout: float | None = None) -> str:
+                         event_id: str | None = None, timeout: float | None = None,
+                         connection: int | None = None) -> str:
         """Deliver an event as an `events_api` envelope and wait for the ack; returns the envelope_id.
 
         With `retry_num > 0` the same event is a redelivery: same event_id, `retry_attempt`/`retry_reason` set.
         """
         event_id = event_id or self._event_id_for(event, retry_num)
         ack = await self.send_envelope("events_api", self.event_callback(event, event_id=event_id),
-                                       retry_attempt=retry_num, retry_reason=retry_reason, timeout=timeout)
+                                       retry_attempt=retry_num, retry_reason=retry_reason, timeout=timeout,
+                                       connection=connection)
         return ack.envelope_id
 
     async def send_slash_command(self, text: str, *, command: str = "/ask", channel: str = CHANNEL,
