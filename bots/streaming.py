@@ -14,8 +14,8 @@ What a user sees:
 5. the last message ends with the agent tag and sources, or with a readable error line, or - when the task is
    cancelled at shutdown - with an "interrupted" note before the cancellation propagates.
 
-Every write takes a slot of the budget `surface.budget_for(write)` names, so pacing has one owner: this class,
-over the budgets and pacer of `bots.pacing`, on an injected clock.
+Every write takes a slot of the budget `surface.budget_for(write)` names, in the order `bots.write_plan`
+decides, so pacing has one owner: this class, over `bots.pacing`, on an injected clock.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any
 
 from bots.aio import close_quietly, quietly
@@ -118,19 +119,19 @@ class StreamingReply:
             self.outcome.agent = event.name
             self._routed_at = self._clock()
             status = "routed" if state.status == "thinking" else state.status
-            self._state = ReplyState(AgentTag(event.name, event.label), status, state.sources, state.error_message)
+            self._state = replace(state, agent=AgentTag(event.name, event.label), status=status)
         elif isinstance(event, Token):
             if not event.text:
                 return
             if self.outcome.first_token_received_at is None:
                 self.outcome.first_token_received_at = self._clock()
             self._body += event.text
-            self._state = ReplyState(state.agent, "streaming", state.sources, state.error_message)
+            self._state = replace(state, status="streaming")
         elif isinstance(event, Sources):
-            self._state = ReplyState(state.agent, state.status, tuple(event.items), state.error_message)
+            self._state = replace(state, sources=tuple(event.items))
         elif isinstance(event, Complete):
             self.outcome.last_token_at = self._clock()
-            self._state = ReplyState(state.agent, "done", state.sources, "")
+            self._state = replace(state, status="done", error_message="")
             self.outcome.status = "done"
             self.outcome.agent = self.outcome.agent or event.agent
         elif isinstance(event, Error):
@@ -143,8 +144,7 @@ class StreamingReply:
     def _fail(self, code: str, message: str) -> None:
         if self.outcome.last_token_at is None:
             self.outcome.last_token_at = self._clock()
-        state = self._state
-        self._state = ReplyState(state.agent, "error", state.sources, message)
+        self._state = replace(self._state, status="error", error_message=message)
         self.outcome.status = "interrupted" if code == "interrupted" else "error"
         self.outcome.error_code = code
         self._changed.set()
@@ -152,9 +152,6 @@ class StreamingReply:
     # --- the flusher: all platform I/O happens here -------------------------------------------------------
     def _views(self) -> list[ReplyView]:
         return self._layout.views(self._body, self._state)
-
-    def _budget(self, write: Write) -> Budget | None:
-        return self.surface.budget_for(write)
 
     def _progress(self) -> Progress:
         now = self._clock()
@@ -252,8 +249,11 @@ class StreamingReply:
                 views = self._views()
                 index = min(index, len(views) - 1)
                 view = views[index]
-                if final and index == len(views) - 1 and write == "edit" and self._finalize_sets_text:
+                last = index == len(views) - 1
+                if final and last and write == "edit" and self._finalize_sets_text:
                     await self._send_finalized(index, view)
+                elif final and last and write == "post" and hasattr(self.surface, "post_final"):
+                    await self._post_final(view)
                 else:
                     await self._send(index, write, self.surface.render(view))
             if view.body.strip():
@@ -266,8 +266,7 @@ class StreamingReply:
 
     @property
     def _finalize_sets_text(self) -> bool:
-        return getattr(self.surface, "finalize", None) is not None and getattr(self.surface, "finalize_sets_text",
-                                                                              False)
+        return hasattr(self.surface, "finalize") and getattr(self.surface, "finalize_sets_text", False)
 
     async def _send_finalized(self, index: int, view: ReplyView) -> None:
         """The last message's final edit done by `surface.finalize` (text and extras in one call)."""
@@ -284,6 +283,14 @@ class StreamingReply:
             return
         self.outcome.texts[index] = text
         self.outcome.edits += 1
+        self._finalized = True
+
+    async def _post_final(self, view: ReplyView) -> None:
+        """A last message posted already final, extras included (`surface.post_final`): one write, not two."""
+        self.pacer.record(self._clock())
+        self.outcome.handles.append(await self.surface.post_final(view))  # type: ignore[attr-defined]
+        self.outcome.texts.append(self.surface.render(view))
+        self.outcome.posts += 1
         self._finalized = True
 
     async def _send(self, index: int, write: Write, text: str) -> None:
@@ -304,7 +311,7 @@ class StreamingReply:
 
         While queueing for the slot the reply may be cancelled by `_finish` (the final write then queues with
         its own priority); once the slot is held, the platform call is never cut in half."""
-        budget = self._budget(write)
+        budget = self.surface.budget_for(write)
         slot: AbstractAsyncContextManager[None] = (budget.slot(priority, reserve) if budget is not None
                                                    else contextlib.nullcontext())
         self._queueing = True

@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from coordination._redis import DEFAULT_PREFIX, CoordinationUnavailable, make_client, ping_sentence
 from coordination.budgets import FINAL, FIRST, PROGRESS, RedisBudget, RedisBudgetPool
@@ -102,7 +102,10 @@ class Coordination:
             await self._client.aclose()
 
 
-def connect(redis_url: str | None, **options: object) -> Coordination:
-    """In-process coordination when `redis_url` is None or empty, Redis-backed otherwise. No I/O happens here
-    (the first command connects); call `ping()` to check Redis answers."""
-    return Coordination(redis_url or None, **options)  # type: ignore[arg-type]
+def connect(redis_url: str | Any | None, **options: Any) -> Coordination:
+    """In-process coordination when `redis_url` is None or empty, Redis-backed otherwise (a pydantic `SecretStr`,
+    as `Settings.redis_url` is, is accepted as it is). No I/O happens here (the first command connects); call
+    `ping()` to check Redis answers."""
+    if hasattr(redis_url, "get_secret_value"):
+        redis_url = redis_url.get_secret_value()
+    return Coordination(str(redis_url) if redis_url else None, **options)

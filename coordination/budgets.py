@@ -204,6 +204,7 @@ class RedisBudget:
                     await self._sleep(self.window_s / self.max_ops)
                     return None
                 if taken:
+                    self._hint_until = 0.0  # Redis found room (and no shared 429 in force)
                     return op
                 self._hint_until = max(self._hint_until, time.monotonic() + wait)
                 # Capped, so a higher-priority waiter arriving meanwhile gets its turn; jittered, so replicas

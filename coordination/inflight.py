@@ -60,15 +60,32 @@ class _Tracking:
 
     @asynccontextmanager
     async def track(self: Any, reply_id: str, info: Info, lease_s: float = DEFAULT_LEASE_S) -> AsyncIterator[None]:
-        """Registered while the block runs, renewed every `lease_s / 3`, finished however the block ends."""
-        await self.start(reply_id, info, lease_s)
+        """Registered while the block runs, renewed every `lease_s / 3`, finished however the block ends.
+
+        The registry is a safety net, never a reason to drop an answer: if Redis is unreachable the reply runs
+        untracked (a warning says so)."""
+        try:
+            await self.start(reply_id, info, lease_s)
+        except RedisError as exc:
+            log.warning("inflight: reply %s runs untracked: Redis is unreachable (%s)", reply_id, exc)
+            tracked = False
+        else:
+            tracked = True
+        if not tracked:
+            yield
+            return
         keeper = asyncio.create_task(_renew_every(self, reply_id, lease_s), name=f"inflight:{reply_id}")
         try:
             yield
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-            await asyncio.shield(self.finish(reply_id))
+            try:
+                await asyncio.shield(self.finish(reply_id))
+            except RedisError as exc:
+                log.warning("inflight: reply %s could not be marked finished (%s); retrying", reply_id, exc)
+                _retrying.add(task := asyncio.create_task(_finish_soon(self, reply_id)))
+                task.add_done_callback(_retrying.discard)
 
     async def reap(self: Any, handler: Callable[[Info], Awaitable[None]], limit: int = 100) -> int:
         """Claim every orphan this replica wins and hand it to `handler` (which edits the message); how many."""
@@ -81,6 +98,24 @@ class _Tracking:
                     log.exception("inflight: handling orphan %s failed", info["reply_id"])
                 handled += 1
         return handled
+
+
+_retrying: set[asyncio.Task[None]] = set()
+FINISH_RETRY_S, FINISH_GIVE_UP_S = 0.5, 300.0
+
+
+async def _finish_soon(registry: InflightRegistry, reply_id: str) -> None:
+    """Keep trying to finish a landed reply while Redis is away: when it is back, this (every half second) should
+    beat other replicas' orphan sweeps, so an answer that did land is not marked interrupted."""
+    give_up = time.monotonic() + FINISH_GIVE_UP_S
+    while time.monotonic() < give_up:
+        await asyncio.sleep(FINISH_RETRY_S)
+        try:
+            await registry.finish(reply_id)
+            return
+        except RedisError:
+            continue
+    log.error("inflight: reply %s could never be marked finished; it may be reported as interrupted", reply_id)
 
 
 async def _renew_every(registry: InflightRegistry, reply_id: str, lease_s: float) -> None:

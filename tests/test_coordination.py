@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import coordination
-from bots.pacing import BudgetPool, EditBudget, Priority
+from bots.pacing import Budget, BudgetPool, EditBudget, Priority
 from coordination import Coordination, CoordinationUnavailable, connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,6 +335,7 @@ async def test_a_sigkilled_holder_frees_the_lock_within_its_lease(redis_replicas
 async def test_two_clients_never_exceed_the_shared_window(replicas: Replicas) -> None:
     max_ops, window_s = 5, 1.0
     budgets = replicas.budgets(2, max_ops, window_s)
+    assert all(isinstance(budget, Budget) for budget in budgets)  # the renderer's protocol
     entered: list[float] = []
     deadline = time.monotonic() + 2.5
 
@@ -467,6 +468,12 @@ async def test_a_sigkilled_replicas_reply_is_found_and_reaped_once(redis_replica
 
 # --- the bundle --------------------------------------------------------------------------------------------------
 async def test_without_a_url_everything_is_in_process() -> None:
+    from pydantic import SecretStr
+
+    assert connect(SecretStr("")).backend == "local"
+    from_settings = connect(SecretStr(REDIS_URL))  # Settings.redis_url as it comes
+    assert from_settings.redis_url == REDIS_URL
+    await from_settings.aclose()
     local = connect(None)
     assert local.backend == "local" and not local.shared and await local.ping() is None
     assert isinstance(local.budget("w", 1, 1.0, local=EditBudget), EditBudget)
@@ -474,9 +481,13 @@ async def test_without_a_url_everything_is_in_process() -> None:
     await local.aclose()
 
 
+async def test_ping_is_quiet_when_redis_answers(redis_replicas: Replicas) -> None:
+    replica = redis_replicas()
+    assert replica.backend == "redis" and replica.shared and await replica.ping() is None
+
+
 async def test_without_redis_ping_explains_locks_refuse_and_budgets_pace_alone(
-        redis_replicas: Replicas, caplog: pytest.LogCaptureFixture) -> None:
-    assert await redis_replicas().ping() is None
+        caplog: pytest.LogCaptureFixture) -> None:
     unreachable = connect("redis://:hunter2@127.0.0.1:1/0")  # nothing listens on port 1
     try:
         sentence = await unreachable.ping()

@@ -665,3 +665,28 @@ async def test_under_a_burst_replies_showing_nothing_go_before_progress_and_fini
     assert all(sum(1 for t in stamps if start <= t < start + 5.0) <= 5 for start in stamps)
     assert all(r.outcome.delivered and "w149" in s.messages[0] and MARKER not in s.messages[0]
                for r, s in zip(replies, surfaces))
+
+
+class FinalPostingSurface(TextFinalizingSurface):
+    """A surface that can post a message already final with its extras (as Slack's and Discord's can)."""
+
+    def __init__(self, time: VirtualTime, budget: Budget) -> None:
+        super().__init__(time)
+        self.budget = budget
+        self.final_posts: list[str] = []
+
+    async def post_final(self, view: ReplyView) -> int:
+        handle = await self.post(self.render(view))
+        self.final_posts.append(self.messages[handle])
+        return handle
+
+
+async def test_a_reply_whose_answer_ended_while_it_queued_posts_its_final_text_and_extras_at_once(
+        vtime: VirtualTime) -> None:
+    budget = EditBudget(1, 5.0, clock=vtime.clock, sleep=vtime.sleep)
+    await budget.acquire()  # someone else's write fills the window for 5 s
+    surface = FinalPostingSurface(vtime, budget)
+    outcome = await reply_for(surface, vtime).run(answer_events(vtime, ["Short ", "answer."], gap=0.1))
+    assert outcome.delivered and outcome.posts == 1 and outcome.edits == 0  # one write in all
+    assert surface.final_posts == surface.messages and "Sources" in surface.messages[0]
+    assert surface.calls[0][0] >= 1005.0 and surface.finalized == []  # no finalize edit after the post

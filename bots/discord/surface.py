@@ -112,7 +112,7 @@ class DiscordSurface:
     without it the answer gets no buttons."""
 
     finalize_sets_text = True  # `finalize` is the last message's final edit: text and buttons in one write
-    first_write_wait_s = 0.6  # the first write waits this long for words (typing shows), saving a placeholder
+    first_write_wait_s = 1.0  # the first write waits this long for words (typing shows), saving a placeholder
 
     def __init__(self, max_chars: int, session_key: str | None = None, budget: Budget | None = None) -> None:
         self.max_chars = max_chars
@@ -132,10 +132,24 @@ class DiscordSurface:
     def budget_for(self, write: Write) -> Budget | None:
         return self.budget
 
+    def _buttons(self, view: ReplyView) -> discord.ui.View | None:
+        return feedback_view(self.session_key) if view.status == "done" and self.session_key else None
+
+    async def post_final(self, view: ReplyView) -> Any:
+        """A last message whose first write is already final (its answer finished while it queued for the
+        channel's budget): the final text and the buttons in one create, not a create and an edit."""
+        return await self._post(self.render(view), self._buttons(view))
+
+    async def post(self, text: str) -> Any:
+        return await self._post(text, None)
+
+    async def _post(self, text: str, buttons: discord.ui.View | None) -> Any:
+        raise NotImplementedError
+
     async def finalize(self, handle: Any, view: ReplyView) -> None:
         """The last message's final edit: its final text and, for a successful answer, the 👍/👎 buttons."""
         text = self.render(view)
-        buttons = feedback_view(self.session_key) if view.status == "done" and self.session_key else None
+        buttons = self._buttons(view)
         if buttons is None and self._texts.get(handle.id) == text:
             return  # already showing exactly this (a last message posted with its final text): save the write
         with platform_errors():
@@ -179,10 +193,10 @@ class ChannelSurface(DiscordSurface):
         self.reply_to = reply_to
         self.typing_every_s = typing_every_s  # Discord shows the indicator for about 10 s per trigger
 
-    async def post(self, text: str) -> discord.Message:
-        extra: dict[str, Any] = {}
+    async def _post(self, text: str, buttons: discord.ui.View | None) -> discord.Message:
+        extra: dict[str, Any] = {"view": buttons} if buttons is not None else {}
         if self.reply_to is not None and not self.posted.is_set():
-            extra = {"reference": self.reply_to.to_reference(fail_if_not_exists=False), "mention_author": False}
+            extra |= {"reference": self.reply_to.to_reference(fail_if_not_exists=False), "mention_author": False}
         with platform_errors():
             message = await self.channel.send(text, allowed_mentions=NO_MENTIONS, **extra)
         self._sent(text, message)
@@ -221,13 +235,16 @@ class InteractionSurface(DiscordSurface):
         super().__init__(max_chars, session_key, budget)
         self.interaction = interaction
 
-    async def post(self, text: str) -> discord.InteractionMessage | discord.WebhookMessage:
+    async def _post(self, text: str, buttons: discord.ui.View | None
+                    ) -> discord.InteractionMessage | discord.WebhookMessage:
+        extra: dict[str, Any] = {"view": buttons} if buttons is not None else {}
         with platform_errors():
             if not self.posted.is_set():
                 message: Any = await self.interaction.edit_original_response(content=text,
-                                                                             allowed_mentions=NO_MENTIONS)
+                                                                             allowed_mentions=NO_MENTIONS, **extra)
             else:
-                message = await self.interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS)
+                message = await self.interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS,
+                                                               **extra)
         self._sent(text, message)
         return message
 

@@ -127,6 +127,13 @@ class SlackThreadSurface:
     async def edit(self, handle: str, text: str) -> None:
         await self._call(self.client.chat_update, channel=self.channel, ts=handle, text=text)
 
+    async def post_final(self, view: ReplyView) -> str:
+        """A last message whose first write is already final: text, context line and buttons in one post."""
+        extra = {"blocks": feedback_blocks(view, self.session_key)} if view.status == "done" else {}
+        response = await self._call(self.client.chat_postMessage, channel=self.channel, thread_ts=self.thread_ts,
+                                    text=render_slack(view), unfurl_links=False, unfurl_media=False, **extra)
+        return str(response["ts"])
+
     async def finalize(self, handle: str, view: ReplyView) -> None:
         """The final edit: the text, and for an answer blocks with the context line and feedback buttons."""
         if view.status != "done":
