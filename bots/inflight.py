@@ -54,3 +54,42 @@ class Inflight:
         if pending:
             log.warning("%s: %d repl(ies) did not finish within %.0fs of shutdown", self.name, len(pending),
                         timeout_s)
+
+
+class ReplyTracker:
+    """Registers one reply in the replicas' registry of replies in flight once its first message exists.
+
+    Why: a replica killed mid-reply leaves a message on "Thinking…" or a cursor; while this reply's lease is
+    renewed nobody touches it, and once it expires another replica claims it and edits the message to say the
+    answer was interrupted (`switchboard.run`'s sweeper). `locate(handle)` is the surface's way to name a
+    message so another process can edit it; a surface without it is not tracked.
+    """
+
+    def __init__(self, registry: Any, reply_id: str, info: dict[str, Any], locate: Any | None) -> None:
+        self._registry = registry
+        self._reply_id = reply_id
+        self._info = info
+        self._locate = locate
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def posted(self, handle: Any) -> None:
+        """The renderer posted a message; the first one is where an orphaned reply is marked."""
+        if self._task is not None or self._locate is None or self._registry is None:
+            return
+        where = self._locate(handle)
+        if where:
+            self._task = asyncio.create_task(self._hold({**self._info, **where}))
+
+    async def _hold(self, info: dict[str, Any]) -> None:
+        try:
+            async with self._registry.track(self._reply_id, info):
+                await self._done.wait()
+        except Exception:  # noqa: BLE001 - the registry is a safety net, never a reason to fail a reply
+            log.warning("reply %s could not be tracked", self._reply_id, exc_info=True)
+
+    async def close(self) -> None:
+        """The reply ended (landed, failed or interrupted): take it out of the registry."""
+        self._done.set()
+        if self._task is not None:
+            await asyncio.wait((self._task,), timeout=5)

@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bots import metrics
-from bots.inflight import Inflight
+from bots.inflight import Inflight, ReplyTracker
 from bots.pacing import Clock, EditPacer, Sleep
 from bots.streaming import StreamingReply
 from bots.surface import RateLimited, ReplyOutcome, Surface, SurfaceGone
@@ -80,13 +81,15 @@ class AnswerPipeline:
     """Answers inbound messages of one platform on the shared orchestrator."""
 
     def __init__(self, orchestrator: Any, platform: str, texts: PlatformTexts, *, edit_interval_s: float = 1.0,
-                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep, keep: int = 200) -> None:
+                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep, keep: int = 200,
+                 replies: Any | None = None) -> None:
         self.orchestrator = orchestrator
         self.platform = platform
         self.texts = texts
         self.edit_interval_s = edit_interval_s
         self.inflight = Inflight(platform)
         self.recent: deque[tuple[str, ReplyOutcome]] = deque(maxlen=keep)  # (session key, outcome), newest last
+        self.replies = replies  # the replicas' registry of replies in flight (coordination), or None
         self._clock = clock
         self._sleep = sleep
 
@@ -107,6 +110,11 @@ class AnswerPipeline:
             await self.say(surface, self.texts.reset_done)
             return None
         renderer = (reply or self.streaming)(surface)
+        tracker = ReplyTracker(self.replies, f"{self.platform}:{uuid.uuid4().hex}",
+                               {"platform": self.platform, "session_key": inbound.session_key},
+                               getattr(surface, "locate", None))
+        if isinstance(renderer, StreamingReply):
+            renderer.on_post = tracker.posted
         try:
             await renderer.run(self._events(inbound))
         except asyncio.CancelledError:  # shutdown: the renderer landed an "interrupted" note; count it, then stop
@@ -116,6 +124,8 @@ class AnswerPipeline:
             log.exception("%s: answering in %s failed", self.platform, inbound.session_key)
             await self.say(surface, FAILED)
             return None
+        finally:
+            await tracker.close()
         self.record(inbound.session_key, renderer.outcome, started)
         return renderer.outcome
 

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
@@ -60,8 +60,10 @@ class StreamingReply:
     """
 
     def __init__(self, surface: Surface, pacer: EditPacer | None = None, *, clock: Clock = time.monotonic,
-                 sleep: Sleep = asyncio.sleep, final_attempts: int = 10) -> None:
+                 sleep: Sleep = asyncio.sleep, final_attempts: int = 10,
+                 on_post: Callable[[Any], None] | None = None) -> None:
         self.surface = surface
+        self.on_post = on_post  # told each new message's handle (the pipeline registers replies in flight)
         self.pacer = pacer if pacer is not None else EditPacer(1.0)
         self._clock = clock
         self._sleep = sleep
@@ -288,7 +290,7 @@ class StreamingReply:
     async def _post_final(self, view: ReplyView) -> None:
         """A last message posted already final, extras included (`surface.post_final`): one write, not two."""
         self.pacer.record(self._clock())
-        self.outcome.handles.append(await self.surface.post_final(view))  # type: ignore[attr-defined]
+        self._posted(await self.surface.post_final(view))  # type: ignore[attr-defined]
         self.outcome.texts.append(self.surface.render(view))
         self.outcome.posts += 1
         self._finalized = True
@@ -301,9 +303,14 @@ class StreamingReply:
             self.outcome.texts[index] = text
             self.outcome.edits += 1
         else:
-            self.outcome.handles.append(await self.surface.post(text))
+            self._posted(await self.surface.post(text))
             self.outcome.texts.append(text)
             self.outcome.posts += 1
+
+    def _posted(self, handle: Any) -> None:
+        self.outcome.handles.append(handle)
+        if self.on_post is not None:
+            self.on_post(handle)
 
     @contextlib.asynccontextmanager
     async def _slot(self, write: Write, priority: Priority, reserve: int) -> AsyncIterator[None]:

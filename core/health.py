@@ -27,6 +27,7 @@ class HealthReport:
     store_error: str = ""
     store_cause: str = ""
     checkpoints_error: str = ""
+    coordination_error: str | None = None  # None: coordination is in-process (nothing to check)
 
     @property
     def store_empty(self) -> bool:
@@ -41,14 +42,19 @@ class HealthReport:
         for entry, error in ((store, self.store_error), (checkpoints, self.checkpoints_error)):
             if error:
                 entry["error"] = error
-        return {"llm": {"ok": True, "mode": self.mode}, "store": store, "checkpoints": checkpoints}
+        checks = {"llm": {"ok": True, "mode": self.mode}, "store": store, "checkpoints": checkpoints}
+        if self.coordination_error is not None:  # Redis (REDIS_URL): shared by the replicas
+            checks["coordination"] = {"ok": not self.coordination_error}
+            if self.coordination_error:
+                checks["coordination"]["error"] = self.coordination_error
+        return checks
 
     @property
     def failing(self) -> list[str]:
         return [name for name, check in self.checks().items() if not check["ok"]]
 
 
-async def probe(mode: str, knowledge: Any, checkpointer: Any) -> HealthReport:
+async def probe(mode: str, knowledge: Any, checkpointer: Any, coordination: Any | None = None) -> HealthReport:
     """Count the chunks per agent and read one checkpoint; each failure becomes a sentence, never an exception."""
     chunks: dict[str, int] | None = None
     store_error = store_cause = checkpoints_error = ""
@@ -68,4 +74,11 @@ async def probe(mode: str, knowledge: Any, checkpointer: Any) -> HealthReport:
         # an unusable Postgres (DATABASE_URL) says so with its fix (without its address); else the exception type
         checkpoints_error = (exc.public if isinstance(exc, CheckpointsUnavailable)
                              else f"checkpoints cannot be read: {type(exc).__name__}")
-    return HealthReport(mode, chunks, store_error, store_cause, checkpoints_error)
+    coordination_error = None
+    if coordination is not None and coordination.shared:
+        problem = await coordination.ping()
+        coordination_error = ("coordination (REDIS_URL) does not answer: start Redis or fix the URL"
+                              if problem else "")  # the sentence with the address goes to the log only
+        if problem:
+            log.warning("health: %s", problem)
+    return HealthReport(mode, chunks, store_error, store_cause, checkpoints_error, coordination_error)

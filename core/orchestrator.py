@@ -9,6 +9,7 @@ detail goes to the log with the session key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import unicodedata
@@ -25,7 +26,8 @@ from core.health import HealthReport, probe
 from core.knowledge_port import KnowledgeBase
 from core.retry import USER_MESSAGES, RetryPolicy
 from core.router import RouteDecision, SemanticRouter
-from core.sessions import KeyedLocks, SessionInfo
+from coordination import CoordinationUnavailable, LocalSessionLocks, SessionLocks
+from core.sessions import SessionInfo
 from core.settings import Settings
 from knowledge.agents import AgentRegistry, load_agents
 
@@ -49,12 +51,15 @@ class Orchestrator:
         checkpointer: Any,
         *,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        locks: SessionLocks | None = None,
+        coordination: Any | None = None,
     ) -> None:
         self.settings = settings
+        self.coordination = coordination  # shared with the other replicas (Redis), reported by health()
         self.brain = brain
         self.checkpointer = checkpointer
         self.graph = build_graph(brain, checkpointer)
-        self._locks = KeyedLocks()
+        self._locks = locks if locks is not None else LocalSessionLocks()
         self._on_close = on_close
 
     @property
@@ -87,52 +92,65 @@ class Orchestrator:
             yield Error("bad_input", problem)
             return
 
-        async with self._locks.hold(session_key):
-            ctx = TurnContext(session_key=session_key)
-            config = {"configurable": {"thread_id": session_key}}
-            now = time.time()
-            graph_input = {"messages": [HumanMessage(question)], "created_at": now, "updated_at": now}
-            pieces: list[str] = []
-            first_token_ms: float | None = None
-            agent_name = ""
-            try:
-                async for chunk in self.graph.astream(graph_input, config, context=ctx, stream_mode="custom"):
-                    kind = chunk.get("kind")
-                    if kind == "agent":
-                        agent_name = chunk["name"]
-                        yield Agent(chunk["name"], chunk["label"], chunk.get("reason", ""))
-                    elif kind == "token" and chunk["text"]:
-                        if first_token_ms is None:
-                            first_token_ms = (time.perf_counter() - started) * 1000
-                        pieces.append(chunk["text"])
-                        yield Token(chunk["text"])
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a user never sees a stack trace
-                log.exception("[%s] answering failed", session_key)
-                yield Error("internal", USER_MESSAGES["internal"], "".join(pieces))
-                return
+        ended = False
+        try:
+            async with self._locks.hold(session_key), contextlib.aclosing(
+                    self._turn(session_key, question, started)) as turn:
+                async for event in turn:
+                    ended = ended or isinstance(event, (Complete, Error))
+                    yield event
+        except CoordinationUnavailable:  # the shared lock store (Redis) is unreachable: say so, keep nothing
+            log.warning("[%s] the session lock could not be taken: coordination is unavailable", session_key)
+            if not ended:
+                yield Error("unavailable", USER_MESSAGES["unavailable"])
 
-            if ctx.failure is not None:
-                code = ctx.failure.kind.code
-                yield Error(code, USER_MESSAGES.get(code, USER_MESSAGES["internal"]), "".join(pieces))
-                return
-            if ctx.sources:
-                yield Sources(
-                    tuple(
-                        SourceRef(title=p.title, source=p.source, heading=p.heading, score=round(p.score, 3))
-                        for p in _unique_by_source(ctx.sources)
-                    )
+    async def _turn(self, session_key: str, question: str, started: float) -> AsyncIterator[Event]:
+        """One turn of the graph, inside the session's lock."""
+        ctx = TurnContext(session_key=session_key)
+        config = {"configurable": {"thread_id": session_key}}
+        now = time.time()
+        graph_input = {"messages": [HumanMessage(question)], "created_at": now, "updated_at": now}
+        pieces: list[str] = []
+        first_token_ms: float | None = None
+        agent_name = ""
+        try:
+            async for chunk in self.graph.astream(graph_input, config, context=ctx, stream_mode="custom"):
+                kind = chunk.get("kind")
+                if kind == "agent":
+                    agent_name = chunk["name"]
+                    yield Agent(chunk["name"], chunk["label"], chunk.get("reason", ""))
+                elif kind == "token" and chunk["text"]:
+                    if first_token_ms is None:
+                        first_token_ms = (time.perf_counter() - started) * 1000
+                    pieces.append(chunk["text"])
+                    yield Token(chunk["text"])
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a user never sees a stack trace
+            log.exception("[%s] answering failed", session_key)
+            yield Error("internal", USER_MESSAGES["internal"], "".join(pieces))
+            return
+
+        if ctx.failure is not None:
+            code = ctx.failure.kind.code
+            yield Error(code, USER_MESSAGES.get(code, USER_MESSAGES["internal"]), "".join(pieces))
+            return
+        if ctx.sources:
+            yield Sources(
+                tuple(
+                    SourceRef(title=p.title, source=p.source, heading=p.heading, score=round(p.score, 3))
+                    for p in _unique_by_source(ctx.sources)
                 )
-            yield Complete(
-                agent=agent_name,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                first_token_ms=first_token_ms,
-                route_ms=ctx.route_ms,
-                retrieval_ms=ctx.retrieval_ms,
-                tokens=ctx.output_tokens or len(pieces),
-                text="".join(pieces),
             )
+        yield Complete(
+            agent=agent_name,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            first_token_ms=first_token_ms,
+            route_ms=ctx.route_ms,
+            retrieval_ms=ctx.retrieval_ms,
+            tokens=ctx.output_tokens or len(pieces),
+            text="".join(pieces),
+        )
 
     async def route(self, question: str, previous_agent: str | None = None) -> RouteDecision:
         """Routing alone, as a turn would do it (used by `switchboard eval`)."""
@@ -156,7 +174,7 @@ class Orchestrator:
     async def health(self) -> HealthReport:
         """Whether the knowledge store (chunks per agent) and the checkpoints can be read, for `/health` and
         the start-up check of `switchboard run`."""
-        return await probe(self.mode, self.brain.knowledge, self.checkpointer)
+        return await probe(self.mode, self.brain.knowledge, self.checkpointer, self.coordination)
 
     async def reset(self, session_key: str) -> None:
         """Forget a session's conversation (its checkpoints)."""
@@ -188,6 +206,7 @@ async def build_orchestrator(
     retry_policy: RetryPolicy | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     agents: AgentRegistry | None = None,
+    coordination: Any | None = None,
 ) -> Orchestrator:
     """Wire the real parts from settings; tests may pass any of them in.
 
@@ -216,7 +235,8 @@ async def build_orchestrator(
         retry_policy=retry_policy or RetryPolicy(max_retries=settings.llm_max_retries),
         sleep=sleep,
     )
-    return Orchestrator(settings, brain, checkpointer, on_close=close)
+    return Orchestrator(settings, brain, checkpointer, on_close=close,
+                        locks=coordination.locks if coordination is not None else None, coordination=coordination)
 
 
 def build_router(

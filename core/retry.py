@@ -38,6 +38,7 @@ USER_MESSAGES: dict[str, str] = {
     "timeout": "The language model took too long to answer. Please try again.",
     "internal": "Something went wrong on our side while answering. Please try again.",
     "interrupted": "The answer was interrupted before it finished. Please ask again.",
+    "unavailable": "I can't answer right now: a service I depend on is unavailable. Please try again in a minute.",
 }
 
 

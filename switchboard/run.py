@@ -20,6 +20,7 @@ from aiohttp import web
 from rich.console import Console
 
 from bots.startup import StartupError, discord_enabled, slack_enabled, validate_settings
+from coordination import connect as connect_coordination
 from core.checkpoints import CheckpointsUnavailable
 from core.settings import Settings
 from knowledge.agents import AgentsFileError, check_documents
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 console = Console()
+ORPHAN_SWEEP_S = 5.0  # with a 15 s lease, an orphaned reply is marked within 20 s
 
 
 async def _check_store(orchestrator: Orchestrator) -> None:
@@ -52,13 +54,19 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     problems = validate_settings(settings)
     if problems:
         raise StartupError("\n".join(f"{p.message} Fix: {p.fix}" for p in problems))
+    coord = connect_coordination(settings.redis_url, replica_id=settings.replica_id)
+    problem = await coord.ping()
+    if problem:
+        await coord.aclose()
+        raise StartupError(problem)
     try:
-        orchestrator = await build_orchestrator(settings)
+        orchestrator = await build_orchestrator(settings, coordination=coord)
     except (AgentsFileError, CheckpointsUnavailable, StoreUnavailableError) as exc:  # a bad AGENTS_FILE, an
         # unreachable Chroma server or an unusable DATABASE_URL: one
         # sentence with its fix, no traceback (and never the URL's password)
         raise StartupError(str(exc)) from None
     frontends: list[Any] = []
+    sweeper: asyncio.Task[None] | None = None
     runner: web.AppRunner | None = None
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -68,13 +76,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         if slack_enabled(settings):
             from bots.slack.app import SlackFrontend
 
-            slack = SlackFrontend(settings, orchestrator)
+            slack = SlackFrontend(settings, orchestrator, coordination=coord)
             extra_routes.extend(slack.http_routes())
             frontends.append(slack)
         if discord_enabled(settings) and worker_position()[0] == 0:  # one gateway connection (not sharded yet)
             from bots.discord.bot import DiscordFrontend
 
-            frontends.append(DiscordFrontend(settings, orchestrator))
+            frontends.append(DiscordFrontend(settings, orchestrator, coordination=coord))
 
         from bots.web.server import create_app
 
@@ -102,6 +110,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         if not frontends:
             console.print("[dim]Slack and Discord are off: set SLACK_BOT_TOKEN or DISCORD_TOKEN to enable them.[/]")
 
+        sweeper = asyncio.create_task(sweep_orphans(coord, frontends), name="orphan-sweeper")
         stop = stop or asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -112,12 +121,34 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     finally:
         for sig in installed:  # a second Ctrl-C during shutdown, or after serve() returns, behaves as usual
             loop.remove_signal_handler(sig)
+        if sweeper is not None:
+            sweeper.cancel()
         for frontend in reversed(frontends):
             with contextlib.suppress(Exception):
                 await frontend.stop()
         if runner is not None:
             await runner.cleanup()
         await orchestrator.aclose()
+        await coord.aclose()
+
+
+async def sweep_orphans(coord: Any, frontends: list[Any], every_s: float = ORPHAN_SWEEP_S) -> None:
+    """Replies whose replica died (SIGKILL, power loss) stop renewing their lease; the first replica to find one
+    claims it and edits its message to say the answer was interrupted, so nothing stays on "Thinking…"."""
+    by_platform = {frontend.name: frontend for frontend in frontends if hasattr(frontend, "interrupt_orphan")}
+
+    async def interrupt(info: dict[str, Any]) -> None:
+        frontend = by_platform.get(info.get("platform", ""))
+        if frontend is not None:
+            await frontend.interrupt_orphan(info)
+            log.info("marked an orphaned %s reply (session %s) as interrupted", frontend.name, info.get("session_key"))
+
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await coord.inflight.reap(interrupt)
+        except Exception:  # noqa: BLE001 - Redis away for a while: try again next round
+            log.warning("the orphan sweep failed; retrying in %.0fs", every_s, exc_info=True)
 
 
 def run_command(workers: int = typer.Option(1, "--workers", min=1, max=64,

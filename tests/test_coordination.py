@@ -154,6 +154,8 @@ async def read_line(process: subprocess.Popen[str], timeout: float = 20.0) -> st
 def sigkill(process: subprocess.Popen[str]) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 # --- duplicate-delivery keys -----------------------------------------------------------------------------------
@@ -192,8 +194,7 @@ async def test_processes_racing_on_delivery_keys_win_each_key_once(redis_replica
         won = [json.loads(await read_line(p)) for p in processes]
     finally:
         for process in processes:
-            process.kill()
-            process.wait(timeout=10)
+            sigkill(process)
     assert sorted(i for wins in won for i in wins) == list(range(200))
 
 

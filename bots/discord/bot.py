@@ -46,6 +46,8 @@ from bots.feedback import feedback_store
 from bots.pacing import BudgetPool, retry_after_of
 from bots.pipeline import AnswerPipeline, Inbound, PlatformTexts, intent_of
 from bots.startup import StartupError
+from coordination import connect as connect_coordination
+from core.retry import USER_MESSAGES
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ class DiscordFrontend:
     client: SwitchboardClient | None = None
 
     def __init__(self, settings: Settings, orchestrator: Any, *, ready_timeout_s: float = 60.0,
-                 stop_timeout_s: float = 30.0, **client_options: Any) -> None:
+                 stop_timeout_s: float = 30.0, coordination: Any | None = None, **client_options: Any) -> None:
         self.settings = settings
         self.orchestrator = orchestrator
         self.ready_timeout_s = ready_timeout_s
@@ -105,10 +107,14 @@ class DiscordFrontend:
         self.client_options = client_options
         self.client: SwitchboardClient | None = None
         self.conversations = ConversationMap()
-        self.budgets = BudgetPool(settings.discord_edits_per_window, settings.discord_edit_window_s)
+        # Shared with the other replicas when coordination is Redis-backed; in-process otherwise.
+        self.coordination = coordination or connect_coordination(None)
+        self.budgets = self.coordination.budget_pool("discord:writes", settings.discord_edits_per_window,
+                                                     settings.discord_edit_window_s, local=BudgetPool)
         # One reply edits at most as often as the channel's whole budget allows on average (1/s by default).
         self.edit_interval_s = settings.discord_edit_window_s / max(1, settings.discord_edits_per_window)
-        self.pipeline = AnswerPipeline(orchestrator, PLATFORM, self._texts(), edit_interval_s=self.edit_interval_s)
+        self.pipeline = AnswerPipeline(orchestrator, PLATFORM, self._texts(), edit_interval_s=self.edit_interval_s,
+                                       replies=self.coordination.inflight)
         self.recent = self.pipeline.recent  # (session key, outcome), newest last
         self.platform_429s = 0  # 429 responses seen, including those discord.py retried by itself
         self.commands_note = "slash commands not synced"
@@ -252,6 +258,14 @@ class DiscordFrontend:
             surface.close()
         if outcome is not None:
             self.conversations.remember([handle.id for handle in outcome.handles], inbound.session_key)
+
+    async def interrupt_orphan(self, info: dict[str, Any]) -> None:
+        """A reply whose replica died mid-way (its lease expired): its message says so, never a cursor."""
+        if self.client is None:
+            return
+        channel = self.client.get_partial_messageable(int(info["channel_id"]))
+        await channel.get_partial_message(int(info["message_id"])).edit(
+            content=f"⚠️ {USER_MESSAGES['interrupted']}", allowed_mentions=NO_MENTIONS)
 
     async def _open_thread(self, message: discord.Message, question: str) -> discord.Thread | None:
         """A thread on the user's message, or None where the bot may not (it then replies to the message)."""

@@ -193,6 +193,10 @@ class ChannelSurface(DiscordSurface):
         self.reply_to = reply_to
         self.typing_every_s = typing_every_s  # Discord shows the indicator for about 10 s per trigger
 
+    def locate(self, handle: discord.Message) -> dict[str, int]:
+        """Where a message is, for another replica that must mark it interrupted if this one dies."""
+        return {"channel_id": handle.channel.id, "message_id": handle.id}
+
     async def _post(self, text: str, buttons: discord.ui.View | None) -> discord.Message:
         extra: dict[str, Any] = {"view": buttons} if buttons is not None else {}
         if self.reply_to is not None and not self.posted.is_set():

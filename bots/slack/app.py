@@ -33,6 +33,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.dedupe import RecentKeys
+from coordination import connect as connect_coordination
 from bots.feedback import feedback_store
 from bots.pipeline import AnswerPipeline, Inbound, PlatformTexts, intent_of
 from bots.slack.inbound import Thread, delivery_keys, inbound_from_ask, inbound_from_event, session_key
@@ -41,6 +42,7 @@ from bots.slack.native import NativeStreamReply
 from bots.slack.surface import FEEDBACK_DOWN, FEEDBACK_UP, SlackLimits, SlackThreadSurface
 from bots.startup import StartupError
 from bots.surface import Surface
+from core.retry import USER_MESSAGES
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,8 @@ class SlackFrontend:
 
     name = "slack"
 
-    def __init__(self, settings: Settings, orchestrator: Any, *, limits: SlackLimits | None = None) -> None:
+    def __init__(self, settings: Settings, orchestrator: Any, *, limits: SlackLimits | None = None,
+                 coordination: Any | None = None) -> None:
         self.settings = settings
         self.orchestrator = orchestrator
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
@@ -81,14 +84,17 @@ class SlackFrontend:
         self.stream_client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
         self.app = AsyncApp(client=self.client, signing_secret=secret, request_verification_enabled=bool(secret),
                             process_before_response=False)
-        self.limits = limits or SlackLimits()
+        # Shared with the other replicas when coordination is Redis-backed; in-process otherwise.
+        self.coordination = coordination or connect_coordination(None)
+        self.limits = limits or SlackLimits(coordination=self.coordination)
         self.usage = usage_text(getattr(orchestrator, "agents", None))
         self.pipeline = AnswerPipeline(orchestrator, "slack", PlatformTexts(self.usage, RESET_DONE),
+                                       replies=self.coordination.inflight,
                                        edit_interval_s=settings.slack_edit_interval_s)
         self.bot_user_id: str | None = None
         self.bot_name: str | None = None
         self._handler: AsyncSocketModeHandler | None = None
-        self._seen = RecentKeys()
+        self._seen = self.coordination.delivery_keys("slack")
         self._threads = RecentKeys(50_000)  # threads answered lately; older ones are found in the checkpoints
         self._not_ours = RecentKeys(50_000)  # threads looked up and found to be other people's conversations
         self.feedback = feedback_store(settings)  # 👍/👎: feedback.jsonl, or Postgres when DATABASE_URL is set
@@ -169,7 +175,7 @@ class SlackFrontend:
             return
         if not inbound.addressed and not await self._is_our_thread(inbound.session_key):
             return  # a reply in someone else's thread; a mention there arrives as app_mention
-        if not self._seen.first_time(*delivery_keys(body)):
+        if not await self._seen.first_time(*delivery_keys(body)):
             return  # Slack redelivered it, or it is the `message` twin of an `app_mention`
         self.pipeline.inflight.spawn(self._answer(inbound, body.get("team_id")))
 
@@ -222,8 +228,14 @@ class SlackFrontend:
         if await self.orchestrator.session_info(key) is not None:  # answered before a restart
             self._threads.add(key)
             return True
-        self._not_ours.add(key)
+        if not self.coordination.shared:  # another replica may start answering it at any moment
+            self._not_ours.add(key)
         return False
+
+    async def interrupt_orphan(self, info: dict[str, Any]) -> None:
+        """A reply whose replica died mid-way (its lease expired): its message says so, never "Thinking…"."""
+        await self.stream_client.chat_update(channel=info["channel"], ts=info["ts"],
+                                             text=f"⚠️ {USER_MESSAGES['interrupted']}")
 
     async def _answer(self, inbound: Inbound, team: str | None) -> None:
         self._threads.add(inbound.session_key)

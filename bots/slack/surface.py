@@ -39,10 +39,15 @@ class SlackLimits:
     """The edit and post budgets shared by every reply of one app (one workspace)."""
 
     def __init__(self, updates_per_window: int = 10, window_s: float = 12.0, posts_per_channel: int = 3,
-                 post_window_s: float = 3.0) -> None:
-        # 10 per 12 s is Tier 3's 50 a minute, never more than Slack's bucket lets through at once.
-        self.updates = EditBudget(updates_per_window, window_s)
-        self.posts = BudgetPool(posts_per_channel, post_window_s)
+                 post_window_s: float = 3.0, *, coordination: Any | None = None) -> None:
+        # 10 per 12 s is Tier 3's 50 a minute, never more than Slack's bucket lets through at once. With shared
+        # coordination (Redis) every replica spends the same budgets.
+        if coordination is None:
+            self.updates: Any = EditBudget(updates_per_window, window_s)
+            self.posts: Any = BudgetPool(posts_per_channel, post_window_s)
+        else:
+            self.updates = coordination.budget("slack:updates", updates_per_window, window_s, local=EditBudget)
+            self.posts = coordination.budget_pool("slack:posts", posts_per_channel, post_window_s, local=BudgetPool)
 
 
 def render_slack(view: ReplyView) -> str:
@@ -118,6 +123,10 @@ class SlackThreadSurface:
 
     def budget_for(self, write: Write) -> Budget | None:
         return self.post_budget if write == "post" else self.edit_budget
+
+    def locate(self, handle: str) -> dict[str, str]:
+        """Where a message is, for another replica that must mark it interrupted if this one dies."""
+        return {"channel": self.channel, "ts": handle}
 
     async def post(self, text: str) -> str:
         response = await self._call(self.client.chat_postMessage, channel=self.channel, thread_ts=self.thread_ts,

@@ -28,8 +28,10 @@ of 3 per channel. Tighten them with `slack.set_limit("chat.update", per_minute=6
 The clock is injectable (`FakeSlack(clock=...)`) so pacing tests need not sleep.
 
 Socket Mode: `send_event`, `send_slash_command` and `send_block_action` wrap a payload in its envelope, send
-it on the newest connection and wait for the ack (`AckTimeout` otherwise); acks are in `slack.acks`,
-response_url POSTs in `slack.responses`. `send_event(event, retry_num=1, retry_reason="timeout")` redelivers
+it on the newest connection (`spread_events=True`: round-robin over the open ones; `connection=k`: the k-th
+open one) and wait for the ack (`AckTimeout` otherwise); acks are in `slack.acks`, response_url POSTs in
+`slack.responses`. `slack.connections` records each connection's client address (which process holds it) and
+when it opened and closed; `open_connections()` lists the open ones in the order `connection=k` counts. `send_event(event, retry_num=1, retry_reason="timeout")` redelivers
 the same event_id. `request_reconnect()` sends Slack's `disconnect` message; the SDK reconnects on its own.
 
 Events API over HTTP: `sign_request(body, secret, timestamp)` makes the `X-Slack-Signature` headers and
@@ -212,6 +214,20 @@ class Envelope:
 
 
 @dataclass
+class Connection:
+    """One Socket Mode websocket as the fake saw it: the client's address (`peer`, which tells which process
+    holds it) and when it opened and closed (clock time; `closed_at` None while open)."""
+
+    peer: tuple[str, int] | None
+    opened_at: float
+    closed_at: float | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
+
+
+@dataclass
 class ResponseUrlPost:
     response_id: str
     body: dict[str, Any]
@@ -313,6 +329,8 @@ class FakeSlack:
         self._ts_counter = 0
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
+        self.connections: list[Connection] = []  # every Socket Mode connection ever opened, oldest first
+        self._connection_of: dict[int, Connection] = {}  # id(ws) -> its record
         self._ack_waiters: dict[str, asyncio.Future[Ack]] = {}
         self._event_ids: dict[str, str] = {}
         self._version = 0
@@ -868,6 +886,10 @@ class FakeSlack:
     def _open_sockets(self) -> list[web.WebSocketResponse]:
         return [ws for ws in self._sockets if not ws.closed]
 
+    def open_connections(self) -> list[Connection]:
+        """The open Socket Mode connections, in the order `send_event(..., connection=k)` numbers them."""
+        return [self._connection_of[id(ws)] for ws in self._open_sockets() if id(ws) in self._connection_of]
+
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         ticket = request.query.get("ticket", "")
         if ticket not in self._tickets:
@@ -877,6 +899,10 @@ class FakeSlack:
         await ws.prepare(request)
         self._sockets.append(ws)
         self.connections_opened += 1
+        peername = request.transport.get_extra_info("peername") if request.transport is not None else None
+        record = Connection(tuple(peername[:2]) if peername else None, self.clock())
+        self.connections.append(record)
+        self._connection_of[id(ws)] = record
         await ws.send_json({"type": "hello", "num_connections": len(self._open_sockets()),
                             "debug_info": {"host": "applink-fake", "build_number": 1,
                                            "approximate_connection_time": 18060},
@@ -889,6 +915,8 @@ class FakeSlack:
         finally:
             if ws in self._sockets:
                 self._sockets.remove(ws)
+            record.closed_at = self.clock()
+            self._connection_of.pop(id(ws), None)
             self._notify()
         return ws
 
@@ -1099,6 +1127,7 @@ class FakeSlack:
 
 __all__ = [
     "APP_ID", "BOT_ID", "BOT_NAME", "BOT_USER_ID", "CHANNEL", "DM_CHANNEL", "OTHER_BOT_ID", "OTHER_CHANNEL",
-    "OTHER_USER_ID", "TEAM_DOMAIN", "TEAM_ID", "USER_ID", "Ack", "AckTimeout", "ApiCall", "Envelope", "FakeSlack",
+    "OTHER_USER_ID", "TEAM_DOMAIN", "TEAM_ID", "USER_ID", "Ack", "AckTimeout", "ApiCall", "Connection", "Envelope",
+    "FakeSlack",
     "Message", "RateLimit", "ResponseUrlPost", "TokenBucket", "Version", "sign_request",
 ]
