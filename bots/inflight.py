@@ -42,10 +42,14 @@ class Inflight:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def drain(self, timeout_s: float = 30.0) -> None:
-        """Cancel every task in flight and wait for them to unwind (up to `timeout_s`)."""
+    async def drain(self, timeout_s: float = 30.0, *, grace_s: float = 0.0) -> None:
+        """Let the tasks in flight finish for up to `grace_s` (a rolling deploy: the answers land whole), then
+        cancel the rest (each lands an "interrupted" note) and wait for them to unwind (up to `timeout_s`)."""
         current = asyncio.current_task()
         tasks = [task for task in self._tasks if not task.done() and task is not current]
+        if tasks and grace_s > 0:
+            _, still = await asyncio.wait(tasks, timeout=grace_s)
+            tasks = list(still)
         for task in tasks:
             task.cancel()
         if not tasks:

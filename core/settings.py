@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     discord_edit_window_s: float = 5.0
     discord_max_chars: int = 2_000
 
+    # On SIGTERM/SIGINT, replies in flight may finish for this long before they are cut with an "interrupted" note.
+    drain_timeout_s: float = 20.0
+
     log_level: str = "INFO"
 
     @field_validator("web_cors_origins", "discord_allowed_guilds", "discord_allowed_channels", mode="before")

@@ -501,7 +501,7 @@ async def test_stop_marks_a_reply_in_flight_as_interrupted_and_disconnects(corpu
         llm.responder = lambda body: Reply(text="word " * 400, tokens_per_s=40)
         core = await llm_core(corpus_settings, llm)
         try:
-            async with running_bot(fake, core, corpus_settings) as frontend:
+            async with running_bot(fake, core, corpus_settings, drain_timeout_s=0) as frontend:  # cut at once
                 asked = await fake.user_message(fake.channel_id("general"), TECH_Q)
                 thread_id = int(asked["id"])
                 await fake.wait_for(lambda: any("word" in m["content"] for m in fake.messages_in(thread_id)))

@@ -450,7 +450,7 @@ async def test_a_refused_bot_token_stops_start_up_with_a_fix(corpus_settings, sl
 
 async def test_stop_marks_a_reply_in_flight_as_interrupted(corpus_settings, slack, llm, bots) -> None:
     llm.tokens_per_s = 10
-    bot = await start_bot(corpus_settings, slack, llm=llm)
+    bot = await start_bot(corpus_settings, slack, llm=llm, drain_timeout_s=0)  # no grace: cut at once
     event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
     await slack.send_event(event)
     await slack.wait_for(lambda: any("▌" in m.text for m in slack.bot_messages(CHANNEL, event["ts"])), timeout=30)
@@ -549,3 +549,17 @@ async def test_native_streaming_shows_text_during_a_pause_of_the_model(slack) ->
     during_pause = [v.text for v in message.versions if "world" in v.text and "again" not in v.text]
     assert during_pause, [v.text for v in message.versions]  # shown by the ticker while the model was silent
     assert message.text == "**Technical**\n\nHello world, again." and outcome.delivered
+
+
+async def test_stop_lets_a_reply_in_flight_finish_within_the_drain_timeout(corpus_settings, slack, llm, bots) -> None:
+    """A rolling deploy: the replica stops taking events, the answer it is writing still lands whole."""
+    llm.tokens_per_s = 40
+    bot = await start_bot(corpus_settings, slack, llm=llm, drain_timeout_s=30)
+    event = slack.app_mention("My API integration keeps timing out. How do I fix this?")
+    await slack.send_event(event)
+    await slack.wait_for(lambda: any("▌" in m.text for m in slack.bot_messages(CHANNEL, event["ts"])), timeout=30)
+    await bot.frontend.stop()
+    await bot.orchestrator.aclose()
+    [reply] = slack.bot_messages(CHANNEL, event["ts"])
+    assert to_mrkdwn(ANSWER) in reply.text and "▌" not in reply.text
+    assert USER_MESSAGES["interrupted"] not in reply.text

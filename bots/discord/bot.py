@@ -164,9 +164,10 @@ class DiscordFrontend:
         return _startup_error(f"The Discord connection closed before it was ready ({exc!r}). See the log above.")
 
     async def stop(self) -> None:
-        """Cancel replies in flight (each lands an "interrupted" note), wait for them, then disconnect."""
+        """Stop taking questions, let replies in flight finish for up to DRAIN_TIMEOUT_S, cut the rest with an
+        "interrupted" note, then disconnect."""
         self._stopping = True
-        await self.pipeline.inflight.drain(self.stop_timeout_s)
+        await self.pipeline.inflight.drain(self.stop_timeout_s, grace_s=self.settings.drain_timeout_s)
         await self._close_client()
 
     async def _close_client(self) -> None:

@@ -137,7 +137,7 @@ class SlackFrontend:
         if self._handler is not None:
             with contextlib.suppress(Exception):
                 await self._handler.close_async()
-        await self.pipeline.inflight.drain()
+        await self.pipeline.inflight.drain(grace_s=self.settings.drain_timeout_s)  # no new events come in now
 
     def http_routes(self) -> list[web.RouteDef]:
         """The Events API endpoint, mounted on the shared aiohttp server (HTTP mode)."""
