@@ -187,3 +187,17 @@ async def test_shutdown_mid_stream_sends_an_interrupted_event(corpus_settings) -
             await orchestrator.aclose()
     raw = "".join(frames)
     assert "event: token" in raw and "interrupted" in raw
+
+
+async def test_a_retried_message_with_the_same_id_is_answered_once(client) -> None:
+    body = {"message": "How much is the Pro plan?", "session_id": "retry-1", "message_id": "m-1"}
+    first = await client.post("/chat", json=body)
+    assert first.status == 200 and "event: complete" in await first.text()
+    again = await client.post("/chat", json=body)
+    assert again.status == 409 and "already received" in (await again.json())["error"]
+    other = await client.post("/chat", json={**body, "message_id": "m-2"})
+    assert other.status == 200 and "event: complete" in await other.text()
+    info = await (await client.get("/sessions/retry-1")).json()
+    assert info["turns"] == 2  # the retry added no turn
+    bad = await client.post("/chat", json={**body, "message_id": "has spaces"})
+    assert bad.status == 422

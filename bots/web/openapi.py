@@ -46,7 +46,9 @@ def openapi_spec(version: str) -> dict[str, Any]:
         "components": {"schemas": {
             "ChatRequest": {"type": "object", "required": ["message"], "properties": {
                 "message": {"type": "string", "description": "The question"},
-                "session_id": {"type": "string", "description": "Continue a conversation (omit to start one)"}}},
+                "session_id": {"type": "string", "description": "Continue a conversation (omit to start one)"},
+                "message_id": {"type": "string", "description": "Optional id of this message: a retry with the "
+                               "same session_id and message_id gets 409 instead of a second answer"}}},
             "Error": ERROR,
         }},
     }

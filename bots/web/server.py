@@ -21,6 +21,7 @@ from aiohttp import web
 
 from bots import metrics
 from bots.inflight import Inflight
+from coordination import connect as connect_coordination
 from bots.web.openapi import DOCS_PAGE, openapi_spec
 from bots.web.sse import sse_frame
 from core.events import Complete, Error, Token
@@ -32,6 +33,7 @@ SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 ORCHESTRATOR = web.AppKey("orchestrator", Orchestrator)
 INFLIGHT = web.AppKey("inflight", Inflight)
 STATE = web.AppKey("state", dict)  # mutable flags such as "shutting_down"
+DELIVERIES = web.AppKey("deliveries", object)  # (session_id, message_id) seen: shared by replicas with Redis
 RESTARTING = "The server is restarting; the answer was interrupted. Please ask again."
 
 
@@ -115,6 +117,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
     session_id = body.get("session_id") or str(uuid.uuid4())
     if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
         return json_error(422, "session_id must be 1-128 letters, digits, '.', '_', ':' or '-'.")
+    message_id = body.get("message_id")
+    if message_id is not None and (not isinstance(message_id, str) or not SESSION_ID.match(message_id)):
+        return json_error(422, "message_id must be 1-128 letters, digits, '.', '_', ':' or '-'.")
+    if message_id is not None and not await request.app[DELIVERIES].first_time((session_id, message_id)):
+        # A client retrying a request it thinks was lost (possibly on another replica): answered once.
+        return json_error(409, "This message was already received; its answer is in the session.",
+                          f"GET /sessions/{session_id} shows the conversation.")
 
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
@@ -231,6 +240,8 @@ def create_app(orchestrator: Orchestrator, *, extra_routes: list[web.RouteDef] |
     )
     app[ORCHESTRATOR] = orchestrator
     app[INFLIGHT] = Inflight("web")
+    coordination = getattr(orchestrator, "coordination", None) or connect_coordination(None)
+    app[DELIVERIES] = coordination.delivery_keys("web")
     app[STATE] = {}
     app.router.add_get("/", index)
     app.router.add_get("/chat", chat_page)
