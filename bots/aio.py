@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -27,3 +28,17 @@ async def close_quietly(events: AsyncIterator[Event]) -> None:
         await aclose()
     except Exception:
         log.debug("closing the event stream failed", exc_info=True)
+
+
+async def first_of(awaitable: Awaitable[Any], *stoppers: Awaitable[Any]) -> bool:
+    """Await `awaitable` until it or any of `stoppers` completes (the rest are cancelled); True when
+    `awaitable` completed."""
+    waiter = asyncio.ensure_future(awaitable)
+    others = [asyncio.ensure_future(stopper) for stopper in stoppers]
+    try:
+        await asyncio.wait((waiter, *others), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (waiter, *others):
+            if not task.done():
+                task.cancel()
+    return waiter.done() and not waiter.cancelled()

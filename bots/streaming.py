@@ -29,7 +29,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
 
-from bots.aio import close_quietly, quietly
+from bots.aio import close_quietly, first_of, quietly
 from bots.layout import Layout, ReplyState
 from bots.pacing import Budget, Clock, EditPacer, Priority, Sleep
 from bots.surface import (
@@ -216,17 +216,8 @@ class StreamingReply:
     async def _wait_for(self, awaitable: Awaitable[Any], *, wake_on_change: bool = False) -> bool:
         """Await `awaitable` unless the reply starts closing first (or, with `wake_on_change`, the answer
         changes); True when it completed."""
-        waiter = asyncio.ensure_future(awaitable)
-        others = [asyncio.ensure_future(self._closing.wait())]
-        if wake_on_change:
-            others.append(asyncio.ensure_future(self._changed.wait()))
-        try:
-            await asyncio.wait((waiter, *others), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (waiter, *others):
-                if not task.done():
-                    task.cancel()
-        return waiter.done() and not waiter.cancelled() and not self._closing.is_set()
+        done = await first_of(awaitable, self._closing.wait(), *([self._changed.wait()] if wake_on_change else []))
+        return done and not self._closing.is_set()
 
     def _stale(self, views: list[ReplyView], final: bool) -> int | None:
         """The first message whose platform text is not what it should be (None when all are current)."""
