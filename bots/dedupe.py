@@ -7,8 +7,12 @@ within minutes, and a restart forgets nothing that matters because Slack stops r
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class RecentKeys:
@@ -42,3 +46,23 @@ class RecentKeys:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+class FallbackDeliveryKeys:
+    """Shared delivery keys (Redis) with this process's memory as the fallback while the shared store is away.
+
+    Why: a question must not be dropped because Redis is briefly unreachable. While it is, duplicates are still
+    caught within this replica; a redelivery to another replica during the outage may be answered twice, which
+    is the lesser harm. Every key is also remembered locally, so the local memory is warm when it is needed."""
+
+    def __init__(self, shared: Any, capacity: int = 10_000) -> None:
+        self._shared = shared
+        self._local = RecentKeys(capacity)
+
+    async def first_time(self, *keys: Hashable | None) -> bool:
+        local = self._local.first_time(*keys)
+        try:
+            return bool(await self._shared.first_time(*keys))
+        except Exception as exc:  # noqa: BLE001 - any failure of the shared store: fall back, say so
+            log.warning("duplicate-delivery keys unavailable (%s); checking this replica's memory only", exc)
+            return local

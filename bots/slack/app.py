@@ -32,7 +32,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.dedupe import RecentKeys
+from bots.dedupe import FallbackDeliveryKeys, RecentKeys
 from coordination import connect as connect_coordination
 from bots.feedback import feedback_store
 from bots.pipeline import AnswerPipeline, Inbound, PlatformTexts, intent_of
@@ -94,7 +94,7 @@ class SlackFrontend:
         self.bot_user_id: str | None = None
         self.bot_name: str | None = None
         self._handler: AsyncSocketModeHandler | None = None
-        self._seen = self.coordination.delivery_keys("slack")
+        self._seen = FallbackDeliveryKeys(self.coordination.delivery_keys("slack"))
         self._threads = RecentKeys(50_000)  # threads answered lately; older ones are found in the checkpoints
         self._not_ours = RecentKeys(50_000)  # threads looked up and found to be other people's conversations
         self.feedback = feedback_store(settings)  # 👍/👎: feedback.jsonl, or Postgres when DATABASE_URL is set

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from bots import metrics
+from bots.dedupe import FallbackDeliveryKeys
 from bots.inflight import Inflight
 from coordination import connect as connect_coordination
 from bots.web.openapi import DOCS_PAGE, openapi_spec
@@ -241,7 +242,7 @@ def create_app(orchestrator: Orchestrator, *, extra_routes: list[web.RouteDef] |
     app[ORCHESTRATOR] = orchestrator
     app[INFLIGHT] = Inflight("web")
     coordination = getattr(orchestrator, "coordination", None) or connect_coordination(None)
-    app[DELIVERIES] = coordination.delivery_keys("web")
+    app[DELIVERIES] = FallbackDeliveryKeys(coordination.delivery_keys("web"))
     app[STATE] = {}
     app.router.add_get("/", index)
     app.router.add_get("/chat", chat_page)
