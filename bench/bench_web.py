@@ -181,13 +181,85 @@ async def _measure(data_dir: Path) -> dict[str, float]:
             load.kill()
     firsts = [ms for ms, _ in results if ms is not None]
     errors = sum(1 for _, ok in results if not ok)
+    workers = await asyncio.to_thread(_two_workers, data_dir)
     return {
+        **workers,
         "web_first_token_overhead_ms_p50": round(statistics.median(overhead), 3),
         "web_first_token_ms_p50": round(statistics.median(via_http), 3),
         "web_concurrent_first_token_ms_p50": round(statistics.median(firsts), 3) if firsts else float("nan"),
         "web_concurrent_first_token_ms_p95": round(_percentile(firsts, 0.95), 3) if firsts else float("nan"),
         "web_errors": errors,
     }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _two_workers(data_dir: Path) -> dict[str, float]:
+    """The same 200 streams against `switchboard run --workers 2` (a real subprocess, Redis coordination), so
+    the server's CPU is two interpreters: `web_concurrent_first_token_ms_p50_w2`. Needs Redis; {} without."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    redis_url = os.environ.get("SWITCHBOARD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+    try:
+        import redis
+
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+        client.flushdb()
+        client.close()
+    except Exception as exc:  # noqa: BLE001
+        print(f"  --workers 2 skipped: Redis at {redis_url} is not reachable ({type(exc).__name__})")
+        return {}
+    context = multiprocessing.get_context("spawn")
+    conn, child_conn = context.Pipe()
+    load = context.Process(target=_load_process, args=(child_conn, CONCURRENT, CONC_TTFT_S, TOKENS_PER_S),
+                           daemon=True)
+    load.start()
+    server = None
+    try:
+        if not conn.poll(60):
+            raise RuntimeError("the load process did not start its fake LLM")
+        base_url = conn.recv()
+        port = _free_port()
+        env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "WEB_PORT": str(port), "REDIS_URL": redis_url,
+               "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench",
+               "SLACK_BOT_TOKEN": "", "DISCORD_TOKEN": "", "DATABASE_URL": "", "LOG_LEVEL": "WARNING"}
+        server = subprocess.Popen([sys.executable, "-m", "switchboard", "run", "--workers", "2"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # both workers answer /health (SO_REUSEPORT spreads the probes)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        time.sleep(8)  # the second worker loads its model too
+        conn.send(f"http://127.0.0.1:{port}/chat")
+        if not conn.poll(300):
+            raise RuntimeError("the concurrent streams did not finish within 5 minutes")
+        results = conn.recv()
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(40)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        load.join(10)
+        if load.is_alive():
+            load.kill()
+    firsts = [ms for ms, _ in results if ms is not None]
+    return {"web_concurrent_first_token_ms_p50_w2": round(statistics.median(firsts), 3) if firsts else float("nan"),
+            "web_errors_w2": sum(1 for _, ok in results if not ok)}
 
 
 def run() -> dict[str, float]:
