@@ -40,6 +40,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "discord_final_delivered_ratio": (">=", 1.0),
     "web_first_token_overhead_ms_p50": ("<=", 30),
     "web_errors": ("<=", 0),
+    "web_concurrent_w2_ratio": ("<=", 0.6),
     "checkpoint_ms_per_turn_postgres": ("<=", 10),
     "redis_coordination_ms_p50": ("<=", 3),
 }

@@ -13,6 +13,9 @@ stream line by line.
   model nor the browsers share its CPU: `web_concurrent_first_token_ms_p50` / `_p95` from each request to its
   first token frame, and `web_errors`, the streams that failed (a non-200 status, an `error` event, no
   `complete` event, a dropped connection, or a `complete` whose text differs from the tokens streamed).
+- The same 200 streams against `switchboard run --workers 2` (a subprocess, Redis coordination):
+  `web_concurrent_first_token_ms_p50_w2`, and `web_concurrent_w2_ratio`, its ratio to the one-worker figure
+  (target <= 0.6: the second core pays).
 """
 
 from __future__ import annotations
@@ -182,6 +185,9 @@ async def _measure(data_dir: Path) -> dict[str, float]:
     firsts = [ms for ms, _ in results if ms is not None]
     errors = sum(1 for _, ok in results if not ok)
     workers = await asyncio.to_thread(_two_workers, data_dir)
+    if firsts and workers.get("web_concurrent_first_token_ms_p50_w2"):
+        workers["web_concurrent_w2_ratio"] = round(workers["web_concurrent_first_token_ms_p50_w2"]
+                                                   / statistics.median(firsts), 3)
     return {
         **workers,
         "web_first_token_overhead_ms_p50": round(statistics.median(overhead), 3),
