@@ -1,8 +1,8 @@
 """Short-lived coordination between replicas: duplicate-delivery keys, session locks, rate budgets, replies in
-flight. Each sits behind a small interface with an in-process implementation (one replica, the default, nothing
-to run) and a Redis one (`REDIS_URL` set: every replica shares them).
+flight, named leases (Discord shards). Each sits behind a small interface with an in-process implementation (one
+replica, the default, nothing to run) and a Redis one (`REDIS_URL` set: every replica shares them).
 
-`connect(redis_url)` is the one entry point: it returns a `Coordination` bundling the four, in-process when the
+`connect(redis_url)` is the one entry point: it returns a `Coordination` bundling them, in-process when the
 URL is None. Nothing here imports the rest of Switchboard; `core/`, `bots/` and `switchboard/` import this.
 The in-process budgets live in `bots/pacing.py` (the renderer owns pacing), so `budget()`/`budget_pool()` take
 the in-process class as `local=` and return it when there is no Redis.
@@ -20,13 +20,15 @@ from coordination._redis import DEFAULT_PREFIX, CoordinationUnavailable, make_cl
 from coordination.budgets import FINAL, FIRST, PROGRESS, RedisBudget, RedisBudgetPool
 from coordination.dedupe import DEFAULT_TTL_S, DeliveryKeys, LocalDeliveryKeys, RedisDeliveryKeys
 from coordination.inflight import InflightRegistry, LocalInflightRegistry, RedisInflightRegistry
+from coordination.leases import Leases, LocalLeases, RedisLeases
 from coordination.locks import (DEFAULT_LEASE_S, Lease, LeaseLost, LocalSessionLocks, RedisSessionLocks,
                                 SessionLocks)
 
 __all__ = [
     "FINAL", "FIRST", "PROGRESS", "Coordination", "CoordinationUnavailable", "DeliveryKeys", "InflightRegistry",
-    "Lease", "LeaseLost", "LocalDeliveryKeys", "LocalInflightRegistry", "LocalSessionLocks", "RedisBudget",
-    "RedisBudgetPool", "RedisDeliveryKeys", "RedisInflightRegistry", "RedisSessionLocks", "SessionLocks",
+    "Lease", "LeaseLost", "Leases", "LocalDeliveryKeys", "LocalInflightRegistry", "LocalLeases", "LocalSessionLocks",
+    "RedisBudget", "RedisBudgetPool", "RedisDeliveryKeys", "RedisInflightRegistry", "RedisLeases", "RedisSessionLocks",
+    "SessionLocks",
     "connect", "replica_name",
 ]
 
@@ -39,7 +41,7 @@ def replica_name() -> str:
 
 
 class Coordination:
-    """The four pieces one process uses. Build it with `connect()`; close it with `aclose()`."""
+    """The pieces one process uses. Build it with `connect()`; close it with `aclose()`."""
 
     def __init__(self, redis_url: str | None = None, *, prefix: str = DEFAULT_PREFIX,
                  lease_s: float = DEFAULT_LEASE_S, dedupe_ttl_s: float = DEFAULT_TTL_S,
@@ -52,12 +54,15 @@ class Coordination:
         self._delivery_keys: dict[str, DeliveryKeys] = {}
         self.locks: SessionLocks
         self.inflight: InflightRegistry
+        self.leases: Leases  # named resources held by one replica at a time (Discord shards)
         if self._client is None:
             self.locks = LocalSessionLocks()
             self.inflight = LocalInflightRegistry(self.replica_id)
+            self.leases = LocalLeases(self.replica_id)
         else:
             self.locks = RedisSessionLocks(self._client, prefix=prefix, lease_s=lease_s)
             self.inflight = RedisInflightRegistry(self._client, self.replica_id, prefix=prefix)
+            self.leases = RedisLeases(self._client, self.replica_id, prefix=prefix)
 
     @property
     def backend(self) -> str:

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     discord_edits_per_window: int = 5
     discord_edit_window_s: float = 5.0
     discord_max_chars: int = 2_000
+    # Gateway shards (DISCORD_SHARD_COUNT); with REDIS_URL each shard is held by one replica under a lease of
+    # DISCORD_SHARD_LEASE_S, and a replica that dies gives its shards to the others within that time.
+    discord_shard_count: int = Field(default=1, ge=1)
+    discord_shard_lease_s: float = Field(default=10.0, gt=0)
 
     # On SIGTERM/SIGINT, replies in flight may finish for this long before they are cut with an "interrupted" note.
     drain_timeout_s: float = 20.0

@@ -79,7 +79,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             slack = SlackFrontend(settings, orchestrator, coordination=coord)
             extra_routes.extend(slack.http_routes())
             frontends.append(slack)
-        if discord_enabled(settings) and worker_position()[0] == 0:  # one gateway connection (not sharded yet)
+        if discord_enabled(settings) and (worker_position()[0] == 0 or coord.shared and settings.discord_shard_count > 1):
             from bots.discord.bot import DiscordFrontend
 
             frontends.append(DiscordFrontend(settings, orchestrator, coordination=coord))

@@ -4,7 +4,8 @@ Each worker is a whole `switchboard run` (its own event loop, orchestrator and c
 - the web port, through `SO_REUSEPORT` (the kernel spreads connections over the workers);
 - Slack: each worker holds its own Socket Mode connection (Slack spreads events over up to 10 per app) or
   serves the HTTP events endpoint on the shared port;
-- Discord: one worker holds the gateway connection (the bot is not sharded yet);
+- Discord: one worker holds the gateway connection, or with DISCORD_SHARD_COUNT > 1 every worker holds the
+  shards it leases (`bots.discord.shards`);
 - everything that keeps a reply correct across processes, through Redis (`REDIS_URL`): duplicate-delivery
   keys, the per-session lock, the platform budgets and the replies in flight. That is why more than one worker
   refuses to start without it.

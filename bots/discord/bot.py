@@ -14,23 +14,31 @@ One question reads as the pipeline's three steps (`bots.pipeline`):
 Start-up fails with a sentence saying what to fix in the Developer Portal when the token is refused or the
 Message Content intent is not enabled. `stop()` cancels replies in flight (each lands an "interrupted" note)
 and waits for them before closing the connection.
+
+Sharding (`bots.discord.shards`): with DISCORD_SHARD_COUNT=1 and in-process coordination the bot is one
+`discord.Client` on one connection, as always. With more shards, or with shared coordination (REDIS_URL), it runs
+discord.py's `AutoShardedClient` for the shards this process holds under a lease (`shard_count=N`,
+`shard_ids=[held]`). One client per process, whatever it holds: a shard gained later is added to the running
+client (`launch_shard`, or `ShardInfo.connect()` for one it held before), a shard lost or handed over is
+disconnected (`ShardInfo.disconnect()`), so the REST session, the caches, the slash-command tree and the
+feedback buttons are shared, and replies in flight keep writing while their shard changes hands. A process
+with no shard logs in (the token is checked) and connects nothing until it claims one. Messages and slash
+commands are only answered on shards this process holds right now (`ShardKeeper.holds`), and each message or
+interaction id only once across replicas (the "discord" delivery keys), so a socket that outlived its lease
+answers nothing. IDENTIFYs are spaced by one shared budget (one per 5 s, Discord's `max_concurrency` 1) across
+every process, instead of discord.py's per-client pause; slash commands are synced by the holder of shard 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import re
 import time
 from typing import Any
 
-import aiohttp
 import discord
-from discord import app_commands
 
-from bots import metrics
-from bots.discord import commands, feedback
+from bots.dedupe import FallbackDeliveryKeys
 from bots.discord.conversation import (
     ConversationMap,
     ask_key,
@@ -41,74 +49,64 @@ from bots.discord.conversation import (
     usage_text,
 )
 from bots.discord.inbound import PLATFORM, THREAD_TYPES, Place, inbound_from_message, reply_chain_inbound
+from bots.discord.clients import ShardedSwitchboardClient, SwitchboardClient
+from bots.discord.gateway import BAD_TOKEN, MISSING_INTENT, GatewayConnection
+from bots.discord.shards import ShardKeeper
 from bots.discord.surface import NO_MENTIONS, ChannelSurface, DiscordSurface, InteractionSurface
-from bots.feedback import feedback_store
-from bots.pacing import BudgetPool, retry_after_of
+from bots.pacing import BudgetPool
 from bots.pipeline import AnswerPipeline, Inbound, PlatformTexts, intent_of
-from bots.startup import StartupError
 from coordination import connect as connect_coordination
 from core.retry import USER_MESSAGES
 from core.settings import Settings
 
+
 log = logging.getLogger(__name__)
+__all__ = ["BAD_TOKEN", "MISSING_INTENT", "NOT_HERE", "RESET_DONE", "RESET_WHERE", "DiscordFrontend"]
 
 THREAD_ARCHIVE_MINUTES = 1440
-CHANNEL_ROUTE = re.compile(r"/channels/(\d+)/")
-
-BAD_TOKEN = ("Discord refused DISCORD_TOKEN. In the Developer Portal (https://discord.com/developers/applications) "
-             "open your application → Bot → Reset Token, and put the new token in DISCORD_TOKEN in .env.")
-MISSING_INTENT = ("Discord refused the connection because the Message Content intent is not enabled. In the "
-                  "Developer Portal open your application → Bot → Privileged Gateway Intents, switch on "
-                  "MESSAGE CONTENT INTENT, save, and start again.")
 NOT_HERE = "I'm not enabled in this channel. Ask in one of the channels I've been set up for."
 RESET_WHERE = "Use `/reset` inside a thread I'm answering in (or in our DMs) to start that conversation afresh."
 RESET_DONE = "Done: I've forgotten this conversation. Ask me anything to start afresh."
 RESTARTING = "I'm restarting right now. Please ask again in a minute."
+IDENTIFY_INTERVAL_S = 5.0  # Discord: one IDENTIFY per 5 s per max_concurrency bucket (1 for most bots)
 
 
-def _startup_error(message: str) -> RuntimeError:
-    return StartupError(message)
-
-
-class SwitchboardClient(discord.Client):
-    """discord.py's client with the intents, the no-ping default and the slash commands the bot needs."""
-
-    def __init__(self, frontend: DiscordFrontend, **options: Any) -> None:
-        intents = discord.Intents.default()
-        intents.message_content = True  # privileged: switched on in the Developer Portal (see README)
-        super().__init__(intents=intents, allowed_mentions=NO_MENTIONS, **options)
-        self.frontend = frontend
-        self.tree = app_commands.CommandTree(self)
-        commands.register(self.tree, frontend)
-        # 👍/👎 under answers, also those sent before a restart; into feedback.jsonl, or Postgres with DATABASE_URL
-        feedback.install(self, feedback_store(frontend.settings))
-
-    async def setup_hook(self) -> None:
-        await self.frontend.sync_commands(self.tree)
-
-    async def on_message(self, message: discord.Message) -> None:
-        self.frontend.on_message(message)
-
-
-class DiscordFrontend:
+class DiscordFrontend(GatewayConnection):
     """The `bots.frontend.Frontend` for Discord. `client_options` go to `discord.Client` (tests pass
-    `guild_ready_timeout=0.05`)."""
+    `guild_ready_timeout=0.05`). `shard_lease_s` (default DISCORD_SHARD_LEASE_S), `shard_round_s`,
+    `shard_settle_s` and `identify_interval_s` tune sharding (tests shorten them; see `bots.discord.shards`)."""
 
     name = "discord"
 
-    client: SwitchboardClient | None = None
+    client: SwitchboardClient | ShardedSwitchboardClient | None = None
 
     def __init__(self, settings: Settings, orchestrator: Any, *, ready_timeout_s: float = 60.0,
-                 stop_timeout_s: float = 30.0, coordination: Any | None = None, **client_options: Any) -> None:
+                 stop_timeout_s: float = 30.0, coordination: Any | None = None,
+                 shard_lease_s: float | None = None, shard_round_s: float | None = None,
+                 shard_settle_s: float | None = None, identify_interval_s: float = IDENTIFY_INTERVAL_S,
+                 **client_options: Any) -> None:
         self.settings = settings
         self.orchestrator = orchestrator
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.client_options = client_options
-        self.client: SwitchboardClient | None = None
+        self.client: SwitchboardClient | ShardedSwitchboardClient | None = None
         self.conversations = ConversationMap()
         # Shared with the other replicas when coordination is Redis-backed; in-process otherwise.
         self.coordination = coordination or connect_coordination(None)
+        # Sharded whenever there is more than one shard or other processes may run the bot too (see the doc).
+        self.shard_count = settings.discord_shard_count
+        self.sharded = self.shard_count > 1 or bool(getattr(self.coordination, "shared", False))
+        self.shards: ShardKeeper | None = None
+        self.shards_ready: set[int] = set()  # shards whose READY (and guilds) arrived since they connected
+        self._shard_lease_s = shard_lease_s or settings.discord_shard_lease_s
+        self._shard_round_s, self._shard_settle_s = shard_round_s, shard_settle_s
+        self._identify_interval_s = identify_interval_s
+        self._identify_budget: Any = None
+        self._launches: dict[int, asyncio.Task[None]] = {}
+        self._chores: set[asyncio.Task[Any]] = set()
+        self._commands_synced = False
+        self._seen = FallbackDeliveryKeys(self.coordination.delivery_keys("discord")) if self.sharded else None
         self.budgets = self.coordination.budget_pool("discord:writes", settings.discord_edits_per_window,
                                                      settings.discord_edit_window_s, local=BudgetPool)
         # One reply edits at most as often as the channel's whole budget allows on average (1/s by default).
@@ -120,111 +118,14 @@ class DiscordFrontend:
         self.commands_note = "slash commands not synced"
         self._connection: asyncio.Task[None] | None = None
         self._stopping = False
-
-    # --- lifecycle ---------------------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Log in, connect, and return once Discord says the bot is ready; a clear StartupError otherwise."""
-        token = self.settings.discord_token.get_secret_value() if self.settings.discord_token else ""
-        if not token:
-            raise _startup_error("DISCORD_TOKEN is not set. Copy the bot token from the Developer Portal → "
-                                 "your application → Bot, into DISCORD_TOKEN in .env.")
-        self._stopping = False
-        self.client = client = SwitchboardClient(self, http_trace=self._count_429s(), **self.client_options)
-        try:
-            await client.login(token)
-        except discord.LoginFailure as exc:
-            await client.close()
-            raise _startup_error(BAD_TOKEN) from exc
-        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-            await client.close()
-            raise _startup_error(f"Discord could not be reached ({exc}). Check the network, then start again.") \
-                from exc
-        self._connection = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
-        ready = asyncio.create_task(client.wait_until_ready())
-        done, _ = await asyncio.wait({self._connection, ready}, timeout=self.ready_timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if ready in done:
-            log.info("discord: ready as %s in %d guild(s)", client.user, len(client.guilds))
-            self.pipeline.texts = self._texts()  # the usage text names the bot as this server shows it
-            return
-        ready.cancel()
-        error = self._connect_failure(self._connection if self._connection in done else None)
-        await self._close_client()
-        raise error
-
-    def _connect_failure(self, connection: asyncio.Task[None] | None) -> RuntimeError:
-        if connection is None:
-            return _startup_error(f"Discord did not confirm the connection within {self.ready_timeout_s:.0f}s. "
-                                  "Check the network and https://discordstatus.com, then start again.")
-        exc = None if connection.cancelled() else connection.exception()
-        if isinstance(exc, discord.PrivilegedIntentsRequired):
-            return _startup_error(MISSING_INTENT)
-        if isinstance(exc, discord.LoginFailure) or (isinstance(exc, discord.ConnectionClosed) and exc.code == 4004):
-            return _startup_error(BAD_TOKEN)
-        return _startup_error(f"The Discord connection closed before it was ready ({exc!r}). See the log above.")
-
-    async def stop(self) -> None:
-        """Stop taking questions, let replies in flight finish for up to DRAIN_TIMEOUT_S, cut the rest with an
-        "interrupted" note, then disconnect."""
-        self._stopping = True
-        await self.pipeline.inflight.drain(self.stop_timeout_s, grace_s=self.settings.drain_timeout_s)
-        await self._close_client()
-
-    async def _close_client(self) -> None:
-        if self.client is not None:
-            await self.client.close()
-        if self._connection is not None:
-            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
-                await asyncio.wait_for(self._connection, timeout=5)
-            self._connection = None
-
-    def describe(self) -> str:
-        client = self.client
-        if client is None or client.user is None:
-            return "not connected"
-        return (f"logged in as {client.user} in {len(client.guilds)} server(s); mention it, DM it or use /ask "
-                f"({self.commands_note})")
-
-    async def sync_commands(self, tree: app_commands.CommandTree) -> None:
-        """Register /ask, /reset, /help: in DISCORD_GUILD_ID only when set (instant), else globally."""
-        guild_id = self.settings.discord_guild_id
-        try:
-            if guild_id:
-                guild = discord.Object(id=guild_id)
-                tree.copy_global_to(guild=guild)
-                synced = await tree.sync(guild=guild)
-                where = f"to server {guild_id}"
-            else:
-                synced = await tree.sync()
-                where = "globally"
-        except discord.HTTPException as exc:
-            self.commands_note = "slash commands NOT synced, see the log"
-            log.warning("discord: syncing slash commands failed (%s). If DISCORD_GUILD_ID is right, re-invite the "
-                        "bot with the applications.commands scope (README, 'Discord').", exc)
-            return
-        self.commands_note = f"{', '.join('/' + c.name for c in synced)} synced {where}"
-
-    def _count_429s(self) -> aiohttp.TraceConfig:
-        """Every 429 Discord answers, including the ones discord.py waits out and retries on its own: counted,
-        and fed to the channel's budget so the other replies there hold back as well."""
-        trace = aiohttp.TraceConfig()
-
-        async def on_request_end(session: Any, context: Any, params: aiohttp.TraceRequestEndParams) -> None:
-            if params.response.status != 429:
-                return
-            self.platform_429s += 1
-            metrics.RATE_LIMITED.labels(PLATFORM).inc()
-            channel = CHANNEL_ROUTE.search(params.url.path + "/")
-            if channel is not None:
-                self.budgets.note_rate_limited(int(channel.group(1)), retry_after_of(params.response.headers))
-
-        trace.on_request_end.append(on_request_end)
-        return trace
+        self._started = False  # start() returned: a gateway that ends after this is reported by _gateway_ended
 
     # --- messages ----------------------------------------------------------------------------------------------
     def on_message(self, message: discord.Message) -> None:
         me = self.client.user if self.client else None
         if self._stopping or me is None:
+            return
+        if not self._holds(message.guild.id if message.guild else getattr(message.channel, "guild_id", None)):
             return
         inbound = inbound_from_message(message, me_id=me.id, allowed_guilds=self.settings.discord_allowed_guilds,
                                        allowed_channels=self.settings.discord_allowed_channels,
@@ -236,6 +137,8 @@ class DiscordFrontend:
         started = time.monotonic()
         place: Place = inbound.place
         message: discord.Message = place.message
+        if not await self._first_delivery("message", message.id):
+            return
         channel: Any = message.channel
         if place.kind == "new" and intent_of(inbound.text) == "question":
             thread = await self._open_thread(message, inbound.text)
@@ -302,13 +205,15 @@ class DiscordFrontend:
 
     async def ask(self, interaction: discord.Interaction, question: str) -> None:
         started = time.monotonic()
+        if not await self._mine(interaction):
+            return
         allowed, in_thread = self._interaction_place(interaction)
         if self._stopping or not allowed:
             await interaction.response.send_message(RESTARTING if self._stopping else NOT_HERE, ephemeral=True)
             return
         question = question.strip()
         if intent_of(question) == "help":
-            await self.help(interaction)
+            await self._send_help(interaction)
             return
         await interaction.response.defer(thinking=True)  # at once: Discord allows 3 s for the first answer
         channel_id = interaction.channel_id or 0
@@ -325,6 +230,8 @@ class DiscordFrontend:
             await self._answer(inbound, surface, started)
 
     async def reset(self, interaction: discord.Interaction) -> None:
+        if not await self._mine(interaction):
+            return
         allowed, in_thread = self._interaction_place(interaction)
         if not allowed:
             await interaction.response.send_message(NOT_HERE, ephemeral=True)
@@ -339,7 +246,15 @@ class DiscordFrontend:
         with self.budgets.using(channel_id) as budget:
             await self.pipeline.answer(inbound, InteractionSurface(interaction, budget=budget))
 
+    async def _mine(self, interaction: discord.Interaction) -> bool:
+        """Sharded: answer an interaction only on a shard held here, and only once across replicas."""
+        return self._holds(interaction.guild_id) and await self._first_delivery("interaction", interaction.id)
+
     async def help(self, interaction: discord.Interaction) -> None:
+        if await self._mine(interaction):
+            await self._send_help(interaction)
+
+    async def _send_help(self, interaction: discord.Interaction) -> None:
         await interaction.response.send_message(self._usage(), ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     def _usage(self) -> str:

@@ -40,8 +40,12 @@ What it serves:
   `{"message": "You are being rate limited.", "retry_after": s, "global": false}` with `Via`, `Retry-After`,
   `X-RateLimit-Scope: user`. discord.py sleeps `retry_after` and retries. `fake.inject_429()` forces one.
 - Gateway: HELLO, heartbeat ACK, IDENTIFY -> READY + GUILD_CREATE per guild, RESUME -> replay + RESUMED (or
-  INVALID_SESSION), REQUEST_GUILD_MEMBERS -> one chunk. Close 4004 for a bad token, 4014 when privileged intents
-  are asked for but `privileged_intents_enabled=False`. Transport compression is honoured: `zlib-stream` and
+  INVALID_SESSION), REQUEST_GUILD_MEMBERS -> one chunk. Sharding as on Discord: GET /gateway/bot recommends
+  `FakeDiscord(shards=N)`; IDENTIFY's `shard: [id, count]` is honoured (close 4010 when invalid), READY and the
+  GUILD_CREATEs list only that shard's guilds, and each event goes to the sessions on the shard of its guild,
+  `(guild_id >> 22) % count` (events without a guild, DMs, to shard 0). `fake.add_guild(name, shard=k)` makes a
+  guild on shard k; `fake.identified_shards` lists the shards connected now. Close 4004 for a bad token, 4014
+  when privileged intents are asked for but `privileged_intents_enabled=False`. Transport compression is honoured: `zlib-stream` and
   `zstd-stream` (discord.py asks for the latter when `zstandard` is installed); otherwise plain text frames,
   which discord.py also reads (`fake.gateway_compressions` records what each connection used). Intents filter
   dispatches (GUILD_MESSAGES, DIRECT_MESSAGES) and, without MESSAGE_CONTENT, guild messages that do not mention
@@ -128,6 +132,21 @@ class Snowflakes:
         candidate = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
         self._last = max(candidate, self._last + 1)
         return self._last
+
+    def next_on_shard(self, shard_id: int, shard_count: int) -> int:
+        """The next snowflake whose guild would live on `shard_id` of `shard_count`: `(id >> 22) % count`, as
+        Discord routes a guild. The timestamp part moves forward (at most `count - 1` ms) until it fits."""
+        candidate = self.next()
+        step = (shard_id - (candidate >> 22)) % shard_count
+        if step:
+            candidate = ((candidate >> 22) + step) << 22
+            self._last = candidate
+        return candidate
+
+
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """The shard a guild's events go to (Discord's formula); DMs (no guild) go to shard 0."""
+    return 0 if guild_id is None else (int(guild_id) >> 22) % shard_count
 
 
 def iso_now() -> str:
@@ -269,6 +288,7 @@ class _Session:
 
     session_id: str
     intents: int
+    shard: tuple[int, int] = (0, 1)  # (shard id, shard count) from IDENTIFY
     seq: int = 0
     backlog: deque[Json] = field(default_factory=lambda: deque(maxlen=1000))
     conn: _Connection | None = None
@@ -335,8 +355,10 @@ class FakeDiscord:
         clock: Callable[[], float] = time.monotonic,
         default_guild: bool = True,
         patch: bool = True,
+        shards: int = 1,
     ) -> None:
         self.token = token
+        self.shard_count = shards  # what GET /gateway/bot recommends; each session uses the count it IDENTIFYs with
         self.privileged_intents_enabled = privileged_intents_enabled
         self.webhooks_share_channel_limit = webhooks_share_channel_limit
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -377,7 +399,8 @@ class FakeDiscord:
 
         self.guild_id: int | None = None
         if default_guild:
-            self.guild_id = int(self.add_guild("Switchboard Test", channels=("general", "support"))["id"])
+            self.guild_id = int(self.add_guild("Switchboard Test", channels=("general", "support"),
+                                               shard=0 if shards > 1 else None)["id"])  # sharded: on shard 0
 
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -407,9 +430,15 @@ class FakeDiscord:
                 "mute": False, "flags": 0, "pending": False, "premium_since": None,
                 "communication_disabled_until": None}
 
-    def add_guild(self, name: str, *, channels: tuple[str, ...] = ("general",)) -> Json:
-        """Add a guild with text channels; the bot and every known user are members."""
-        guild_id = self._ids.next()
+    def add_guild(self, name: str, *, channels: tuple[str, ...] = ("general",),
+                  shard: int | tuple[int, int] | None = None) -> Json:
+        """Add a guild with text channels; the bot and every known user are members. `shard` picks its id so
+        that it lives on that shard (of `fake.shard_count`, or of the count given as `(shard_id, count)`)."""
+        if shard is None:
+            guild_id = self._ids.next()
+        else:
+            shard_id, count = (shard, self.shard_count) if isinstance(shard, int) else shard
+            guild_id = self._ids.next_on_shard(shard_id, count)
         guild: Json = {
             "id": str(guild_id), "name": name, "icon": None, "splash": None, "discovery_splash": None,
             "banner": None, "description": None, "owner_id": self.default_user["id"], "afk_channel_id": None,
@@ -495,6 +524,17 @@ class FakeDiscord:
     def gateway_connections(self) -> int:
         """Open gateway websockets right now (0 once every client has closed)."""
         return len(self._connections)
+
+    @property
+    def identified_shards(self) -> list[tuple[int, int]]:
+        """`(shard id, shard count)` of every identified session with an open socket right now, sorted (one
+        entry per session, so a shard identified twice shows twice)."""
+        return sorted(conn.session.shard for conn in self._connections
+                      if conn.session is not None and conn.session.conn is conn and not conn.ws.closed)
+
+    def shard_of(self, guild_id: int | None, shard_count: int | None = None) -> int:
+        """The shard that receives a guild's events (DMs: 0), of `shard_count` (default `fake.shard_count`)."""
+        return shard_of(guild_id, shard_count or self.shard_count)
 
     @property
     def threads(self) -> list[Json]:
@@ -748,9 +788,14 @@ class FakeDiscord:
 
     async def dispatch(self, event: str, data: Json, *, guild_id: int | None = None,
                        intent: int | None = None) -> None:
-        """Send an event (op 0) to every identified session whose intents allow it; seq increases per session."""
+        """Send an event (op 0) to every identified session whose intents allow it and whose shard the event's
+        guild lives on (`guild_id`, else the payload's `guild_id`; no guild means shard 0, as DMs on Discord);
+        seq increases per session."""
+        gid = guild_id if guild_id is not None else data.get("guild_id")
         for session in list(self._sessions.values()):
             if intent is not None and not session.intents & intent:
+                continue
+            if shard_of(int(gid) if gid else None, session.shard[1]) != session.shard[0]:
                 continue
             payload_data = self._for_session(event, data, session)
             session.seq += 1
@@ -820,21 +865,32 @@ class FakeDiscord:
         if intents & PRIVILEGED_INTENTS and not self.privileged_intents_enabled:
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
-        session = _Session(session_id=secrets.token_hex(16), intents=intents, conn=conn)
+        shard = data.get("shard") or [0, 1]
+        try:
+            shard_id, shard_count = int(shard[0]), int(shard[1])
+            valid = 0 <= shard_id < shard_count
+        except (TypeError, ValueError, IndexError):
+            valid = False
+        if not valid:
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        session = _Session(session_id=secrets.token_hex(16), intents=intents, shard=(shard_id, shard_count),
+                           conn=conn)
         conn.session = session
+        guilds = [g for g in self.guilds.values() if shard_of(int(g["id"]), shard_count) == shard_id]
         ready = {
             "v": 10, "user": self.bot_user, "session_id": session.session_id, "session_type": "normal",
-            "resume_gateway_url": self.gateway_url, "shard": [0, 1],
-            "guilds": [{"id": g["id"], "unavailable": True} for g in self.guilds.values()],
+            "resume_gateway_url": self.gateway_url, "shard": [shard_id, shard_count],
+            "guilds": [{"id": g["id"], "unavailable": True} for g in guilds],
             "application": {"id": str(self.app_id), "flags": self._application_flags()},
             "private_channels": [], "relationships": [], "presences": [], "guild_join_requests": [],
             "geo_ordered_rtc_regions": [], "user_settings": {},
         }
         self._sessions[session.session_id] = session
-        # READY and the GUILD_CREATEs go to this session only; the session is registered first so events
-        # dispatched meanwhile are sequenced after them rather than lost.
+        # READY and the GUILD_CREATEs (this shard's guilds) go to this session only; the session is registered
+        # first so events dispatched meanwhile are sequenced after them rather than lost.
         for event, payload in [("READY", ready)] + [("GUILD_CREATE", self._guild_create(g, intents))
-                                                   for g in self.guilds.values()]:
+                                                   for g in guilds]:
             session.seq += 1
             frame = {"op": OP_DISPATCH, "t": event, "s": session.seq, "d": payload}
             session.backlog.append(frame)
@@ -979,8 +1035,9 @@ class FakeDiscord:
         return _json(200, {"url": self.gateway_url.rstrip("/")})
 
     async def _get_gateway_bot(self, request: web.Request, body: Any) -> web.Response:
-        return _json(200, {"url": self.gateway_url.rstrip("/"), "shards": 1, "session_start_limit": {
-            "total": 1000, "remaining": 999, "reset_after": 86_400_000, "max_concurrency": 1}})
+        return _json(200, {"url": self.gateway_url.rstrip("/"), "shards": self.shard_count,
+                           "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 86_400_000,
+                                                   "max_concurrency": 1}})
 
     async def _get_application(self, request: web.Request, body: Any) -> web.Response:
         return _json(200, {
@@ -1581,5 +1638,5 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
 
 __all__ = [
     "ChannelRateLimiter", "CommandSync", "FakeDiscord", "InteractionResponse", "RateDecision", "RecordedRequest",
-    "TypingCall", "connected_client", "fake_discord", "patched_discord",
+    "TypingCall", "connected_client", "fake_discord", "patched_discord", "shard_of",
 ]
