@@ -76,14 +76,28 @@ class ReplyTracker:
         self._locate = locate
         self._done = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._moves: set[asyncio.Task[None]] = set()
 
     def posted(self, handle: Any) -> None:
-        """The renderer posted a message; the first one is where an orphaned reply is marked."""
-        if self._task is not None or self._locate is None or self._registry is None:
+        """The renderer posted a message. The newest one is where an orphaned reply is marked: it is the one
+        that may be left on "Thinking…" or a cursor (the ones above it are finished)."""
+        if self._locate is None or self._registry is None or self._done.is_set():
             return
         where = self._locate(handle)
-        if where:
-            self._task = asyncio.create_task(self._hold({**self._info, **where}))
+        if not where:
+            return
+        info = {**self._info, **where}
+        if self._task is None:
+            self._task = asyncio.create_task(self._hold(info))
+        else:  # re-register under the same id: the entry now points at the newest message
+            self._moves.add(move := asyncio.create_task(self._move(info)))
+            move.add_done_callback(self._moves.discard)
+
+    async def _move(self, info: dict[str, Any]) -> None:
+        try:
+            await self._registry.start(self._reply_id, info)
+        except Exception:  # noqa: BLE001 - a safety net: at worst the older message is the one marked
+            log.warning("reply %s: its newest message could not be registered", self._reply_id, exc_info=True)
 
     async def _hold(self, info: dict[str, Any]) -> None:
         try:
@@ -95,5 +109,7 @@ class ReplyTracker:
     async def close(self) -> None:
         """The reply ended (landed, failed or interrupted): take it out of the registry."""
         self._done.set()
+        if self._moves:
+            await asyncio.wait(self._moves, timeout=5)  # before the finish, so no move re-registers it after
         if self._task is not None:
             await asyncio.wait((self._task,), timeout=5)

@@ -73,3 +73,31 @@ async def test_drain_lands_an_interrupted_note_and_counts_the_reply(corpus_setti
         assert outcome.status == "interrupted" and "interrupted" in surface.messages[-1]
     finally:
         await core.aclose()
+
+
+async def test_a_reply_in_flight_is_registered_at_its_newest_message_and_finished_at_the_end(corpus_settings,
+                                                                                            vtime) -> None:
+    from coordination import LocalInflightRegistry
+
+    class Registry(LocalInflightRegistry):
+        def __init__(self) -> None:
+            super().__init__("test")
+            self.where: list[int] = []
+
+        async def start(self, reply_id, info, lease_s=15.0) -> None:
+            self.where.append(info["message"])
+            await super().start(reply_id, info, lease_s)
+
+    core = await build_orchestrator(corpus_settings)
+    try:
+        registry = Registry()
+        pipeline = AnswerPipeline(core, "testplatform", TEXTS, clock=vtime.clock, sleep=vtime.sleep, replies=registry)
+        surface = MemorySurface(vtime, max_chars=300)
+        surface.locate = lambda handle: {"message": handle}  # type: ignore[attr-defined]
+        outcome = await pipeline.answer(Inbound("testplatform", "test:t", "How do I rotate an API key?", "u"),
+                                        surface)
+        assert outcome is not None and len(outcome.handles) >= 2  # the answer ran over several messages
+        assert registry.where[0] == 0 and registry.where[-1] == outcome.handles[-1]
+        assert len(registry) == 0  # finished: nothing left for another replica to mark as orphaned
+    finally:
+        await core.aclose()

@@ -51,6 +51,11 @@ EVENTS_PATH = "/slack/events"
 RESET_DONE = "🔄 Starting over: I've forgotten this thread's conversation. Ask away."
 
 
+def unfinished(text: str) -> bool:
+    """A message of ours still being written: the in-progress marker, or a placeholder."""
+    return "▌" in text or "Thinking…" in text or "is looking into it…" in text
+
+
 def usage_text(agents: Any | None) -> str:
     """The help message in mrkdwn: how to ask, and what about (the agents' topics, from the agents file)."""
     about = f"questions about {agents.topics_sentence('and')}" if agents else "support questions"
@@ -233,9 +238,22 @@ class SlackFrontend:
         return False
 
     async def interrupt_orphan(self, info: dict[str, Any]) -> None:
-        """A reply whose replica died mid-way (its lease expired): its message says so, never "Thinking…"."""
-        await self.stream_client.chat_update(channel=info["channel"], ts=info["ts"],
-                                             text=f"⚠️ {USER_MESSAGES['interrupted']}")
+        """A reply whose replica died mid-way (its lease expired): every message of it still unfinished (on
+        "Thinking…" or a cursor) says the answer was interrupted. The registry names the newest message the
+        dead replica had registered; a later one it posted just before dying is found in the thread."""
+        targets = [info["ts"]]
+        if info.get("thread_ts"):
+            try:
+                replies = await self.stream_client.conversations_replies(
+                    channel=info["channel"], ts=info["thread_ts"], oldest=info["ts"], inclusive=True, limit=100)
+                targets = [m["ts"] for m in replies.get("messages", []) if m.get("bot_id") and
+                           float(m["ts"]) >= float(info["ts"]) and unfinished(m.get("text", ""))]
+            except SlackApiError as error:
+                log.info("slack: cannot read thread %s (%s); marking the registered message only",
+                         info["thread_ts"], error.response.get("error"))
+        for ts in targets:
+            await self.stream_client.chat_update(channel=info["channel"], ts=ts,
+                                                 text=f"⚠️ {USER_MESSAGES['interrupted']}")
 
     async def _answer(self, inbound: Inbound, team: str | None) -> None:
         self._threads.add(inbound.session_key)

@@ -126,7 +126,7 @@ class SlackThreadSurface:
 
     def locate(self, handle: str) -> dict[str, str]:
         """Where a message is, for another replica that must mark it interrupted if this one dies."""
-        return {"channel": self.channel, "ts": handle}
+        return {"channel": self.channel, "ts": handle, "thread_ts": self.thread_ts}
 
     async def post(self, text: str) -> str:
         response = await self._call(self.client.chat_postMessage, channel=self.channel, thread_ts=self.thread_ts,

@@ -31,8 +31,9 @@ Socket Mode: `send_event`, `send_slash_command` and `send_block_action` wrap a p
 it on the newest connection (`spread_events=True`: round-robin over the open ones; `connection=k`: the k-th
 open one) and wait for the ack (`AckTimeout` otherwise); acks are in `slack.acks`, response_url POSTs in
 `slack.responses`. `slack.connections` records each connection's client address (which process holds it) and
-when it opened and closed; `open_connections()` lists the open ones in the order `connection=k` counts. `send_event(event, retry_num=1, retry_reason="timeout")` redelivers
-the same event_id. `request_reconnect()` sends Slack's `disconnect` message; the SDK reconnects on its own.
+when it opened and closed; `open_connections()` lists the open ones in the order `connection=k` counts.
+`send_event(event, retry_num=1, retry_reason="timeout")` redelivers the same event_id. `request_reconnect()`
+sends Slack's `disconnect` message; the SDK reconnects on its own.
 
 Events API over HTTP: `sign_request(body, secret, timestamp)` makes the `X-Slack-Signature` headers and
 `deliver_http(url, event, secret)` POSTs a signed event callback to a bot's `/slack/events`.
