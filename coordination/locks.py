@@ -70,7 +70,7 @@ class SessionLocks(Protocol):
 
 
 class LocalSessionLocks:
-    """`core.sessions.KeyedLocks` semantics: an `asyncio.Lock` per key (FIFO), dropped when nobody holds or waits."""
+    """In-process: an `asyncio.Lock` per key (FIFO), dropped when nobody holds or waits for it."""
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from core.orchestrator import clean_message
-from core.sessions import KeyedLocks
+from coordination import LocalSessionLocks as KeyedLocks
 
 
 async def test_same_key_is_serialised_and_other_keys_are_not() -> None:
