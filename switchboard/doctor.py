@@ -6,7 +6,25 @@ from bots.checks import CHAT_CHECKS
 from core.doctor import CORE_CHECKS, Check, CheckResult
 from core.settings import Settings
 
-CHECKS: tuple[Check, ...] = (*CORE_CHECKS, *CHAT_CHECKS)
+
+
+async def check_coordination(settings: Settings) -> CheckResult:
+    """Redis (REDIS_URL), which replicas and `--workers` share; in-process when unset."""
+    from coordination import connect
+
+    if settings.redis_url is None or not settings.redis_url.get_secret_value():
+        return CheckResult("coordination", True, "in-process (one replica); set REDIS_URL to run several")
+    coord = connect(settings.redis_url)
+    try:
+        problem = await coord.ping()
+    finally:
+        await coord.aclose()
+    if problem:
+        return CheckResult("coordination", False, problem, "start Redis, or fix REDIS_URL")
+    return CheckResult("coordination", True, "Redis answers (shared by the replicas)")
+
+
+CHECKS: tuple[Check, ...] = (*CORE_CHECKS, check_coordination, *CHAT_CHECKS)
 
 
 async def run_checks(settings: Settings, checks: tuple[Check, ...] = CHECKS) -> list[CheckResult]:

@@ -44,8 +44,8 @@ def test_the_doctor_runs_the_core_checks_then_the_chat_checks() -> None:
     from switchboard.doctor import CHECKS
 
     assert [check.__name__ for check in CHECKS] == ["check_embeddings", "check_store", "check_checkpoints",
-                                                    "check_llm", "check_chat_settings", "check_slack",
-                                                    "check_discord"]
+                                                    "check_llm", "check_coordination", "check_chat_settings",
+                                                    "check_slack", "check_discord"]
 
 
 async def test_a_check_that_raises_is_reported_and_the_others_still_run(tmp_path) -> None:
@@ -82,3 +82,11 @@ def test_the_feedback_command_summarises_votes_and_lists_recent_downvotes(tmp_pa
     assert [r["session_key"] for r in summary["recent_down"]] == ["slack:T:C:3.0"]
     table = CliRunner().invoke(app, ["feedback"])
     assert table.exit_code == 0 and "slack:T:C:3.0" in table.output and "slack:T:C:2.0" in table.output
+
+
+async def test_doctor_checks_redis_when_replicas_share_it(tmp_path) -> None:
+    from switchboard.doctor import check_coordination
+
+    assert (await check_coordination(make_settings(tmp_path))).ok  # in-process: nothing to reach
+    down = await check_coordination(make_settings(tmp_path, redis_url=SecretStr("redis://:hunter2@127.0.0.1:1/0")))
+    assert not down.ok and "hunter2" not in down.detail and "REDIS_URL" in down.fix
