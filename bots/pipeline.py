@@ -24,7 +24,7 @@ from bots import metrics
 from bots.inflight import Inflight, ReplyTracker
 from bots.pacing import Clock, EditPacer, Sleep
 from bots.streaming import StreamingReply
-from bots.surface import RateLimited, ReplyOutcome, Surface, SurfaceGone
+from bots.surface import RateLimited, ReplyOutcome, Surface, SurfaceGone, spending
 from core.events import Event
 
 log = logging.getLogger(__name__)
@@ -148,14 +148,11 @@ class AnswerPipeline:
 
     async def say(self, surface: Surface, text: str) -> Any:
         """Post one plain message (help, reset, a notice) within the surface's post budget."""
-        budget = surface.budget_for("post")
         for _ in range(SAY_ATTEMPTS):
             try:
-                async with budget.slot() if budget is not None else contextlib.nullcontext():
+                async with spending(surface.budget_for("post")):
                     return await surface.post(text)
             except RateLimited as limited:
-                if budget is not None:
-                    budget.note_rate_limited(limited.retry_after)
                 await self._sleep(limited.retry_after)
             except SurfaceGone:
                 log.info("%s: cannot post here any more", self.platform)

@@ -25,13 +25,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
 
 from bots.aio import close_quietly, first_of, quietly
 from bots.layout import Layout, ReplyState
-from bots.pacing import Budget, Clock, EditPacer, Priority, Sleep
+from bots.pacing import Clock, EditPacer, Priority, Sleep
 from bots.surface import (
     FINAL_STATUSES,
     AgentTag,
@@ -42,6 +41,7 @@ from bots.surface import (
     Surface,
     SurfaceGone,
     Write,
+    spending,
 )
 from bots.write_plan import Progress, final_priority, plan_next_write
 from core.events import Agent, Complete, Error, Event, Sources, Start, Token
@@ -76,7 +76,6 @@ class StreamingReply:
         self._sending_index = 0
         self._blocked_until = 0.0
         self._shown_agent = False
-        self._shown_text = False
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
         self._typing: asyncio.Task[None] | None = None
@@ -154,6 +153,10 @@ class StreamingReply:
     # --- the flusher: all platform I/O happens here -------------------------------------------------------
     def _views(self) -> list[ReplyView]:
         return self._layout.views(self._body, self._state)
+
+    @property
+    def _shown_text(self) -> bool:
+        return self.outcome.first_token_at is not None
 
     def _progress(self) -> Progress:
         now = self._clock()
@@ -249,10 +252,8 @@ class StreamingReply:
                     await self._post_final(view)
                 else:
                     await self._send(index, write, self.surface.render(view))
-            if view.body.strip():
-                self._shown_text = True
-                if self.outcome.first_token_at is None:
-                    self.outcome.first_token_at = self._clock()
+            if view.body.strip() and self.outcome.first_token_at is None:
+                self.outcome.first_token_at = self._clock()  # the first words are visible
             self._shown_agent = self._shown_agent or view.agent is not None
             if self.outcome.placeholder_at is None:
                 self.outcome.placeholder_at = self._clock()
@@ -305,23 +306,19 @@ class StreamingReply:
 
     @contextlib.asynccontextmanager
     async def _slot(self, write: Write, priority: Priority, reserve: int) -> AsyncIterator[None]:
-        """The budget's slot for one platform call; a 429 inside it is fed to that budget, then re-raised.
+        """The budget's slot for one platform call (`spending`: a 429 inside teaches that budget), and this
+        reply's own note of the 429.
 
         While queueing for the slot the reply may be cancelled by `_finish` (the final write then queues with
         its own priority); once the slot is held, the platform call is never cut in half."""
-        budget = self.surface.budget_for(write)
-        slot: AbstractAsyncContextManager[None] = (budget.slot(priority, reserve) if budget is not None
-                                                   else contextlib.nullcontext())
         self._queueing = True
         try:
-            async with slot:
+            async with spending(self.surface.budget_for(write), priority, reserve):
                 self._queueing = False
                 yield
         except RateLimited as limited:
             self.outcome.rate_limited += 1
             self._blocked_until = max(self._blocked_until, self._clock() + limited.retry_after)
-            if budget is not None:
-                budget.note_rate_limited(limited.retry_after)
             log.info("session %s: platform 429 on %s, retrying in %.2fs", self._session, write, limited.retry_after)
             raise
         finally:

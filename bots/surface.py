@@ -20,17 +20,21 @@ The contract:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
-from bots.pacing import Budget
+from bots.pacing import Budget, Priority
 from bots.splitting import close_open_fence
 from core.events import SourceRef
 
 Status = Literal["thinking", "routed", "streaming", "done", "error"]
 Write = Literal["post", "edit"]
 FINAL_STATUSES = ("done", "error")
+MARKER = "▌"  # the in-progress marker at the end of a message being written
+THINKING = "Thinking…"  # a placeholder before the agent is known
+LOOKING = "is looking into it…"  # after the agent's name, before its first words
 
 
 class RateLimited(Exception):
@@ -113,6 +117,26 @@ class ReplyOutcome:
     answer: str = ""  # the whole answer text as rendered from
 
 
+@contextlib.asynccontextmanager
+async def spending(budget: Budget | None, priority: int = Priority.PROGRESS, reserve: int = 0
+                   ) -> AsyncIterator[None]:
+    """One platform call within `budget`'s slot. A 429 raised inside (`RateLimited`) is fed to the same budget
+    before it propagates, so every reply sharing it holds back: the one place a 429 teaches a budget."""
+    async with budget.slot(priority, reserve) if budget is not None else contextlib.nullcontext():
+        try:
+            yield
+        except RateLimited as limited:
+            if budget is not None:
+                budget.note_rate_limited(limited.retry_after)
+            raise
+
+
+def shows_in_progress(text: str) -> bool:
+    """A message still being written as rendered here: the marker, or a placeholder (another replica uses this
+    to find the messages a dead one left unfinished)."""
+    return MARKER in text or THINKING in text or LOOKING in text
+
+
 def _same(text: str) -> str:
     return text
 
@@ -121,7 +145,7 @@ def render_plain(
     view: ReplyView,
     *,
     sanitize: Callable[[str], str] = _same,
-    marker: str = " ▌",
+    marker: str = f" {MARKER}",
     bold: Callable[[str], str] = lambda s: f"*{s}*",
     italic: Callable[[str], str] = lambda s: f"_{s}_",
 ) -> str:
@@ -131,7 +155,7 @@ def render_plain(
     platform can neutralise mentions there. The result is never empty (platforms refuse empty messages).
     """
     if view.status == "thinking":
-        return italic("Thinking…")
+        return italic(THINKING)
     body = sanitize(view.body).lstrip("\n").rstrip()
     streaming = view.status in ("routed", "streaming") and view.is_last_part
     if streaming:
@@ -139,7 +163,7 @@ def render_plain(
     lines: list[str] = []
     if view.agent and not view.is_continuation:
         routed_only = view.status == "routed" and not body
-        lines.append(f"{bold(view.agent.label)} {italic('is looking into it…')}" if routed_only
+        lines.append(f"{bold(view.agent.label)} {italic(LOOKING)}" if routed_only
                      else bold(view.agent.label))
     if body:
         lines.append(body)

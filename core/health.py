@@ -35,23 +35,21 @@ class HealthReport:
 
     def checks(self) -> dict[str, dict[str, Any]]:
         """The `checks` object of `/health`: llm, store and checkpoints, each with `ok` and, when not, `error`."""
-        store: dict[str, Any] = {"ok": not self.store_error}
-        if self.chunks is not None:
-            store["chunks"] = dict(self.chunks)
-        checkpoints: dict[str, Any] = {"ok": not self.checkpoints_error}
-        for entry, error in ((store, self.store_error), (checkpoints, self.checkpoints_error)):
-            if error:
-                entry["error"] = error
-        checks = {"llm": {"ok": True, "mode": self.mode}, "store": store, "checkpoints": checkpoints}
+        store = _check(self.store_error, **({"chunks": dict(self.chunks)} if self.chunks is not None else {}))
+        checks = {"llm": {"ok": True, "mode": self.mode}, "store": store,
+                  "checkpoints": _check(self.checkpoints_error)}
         if self.coordination_error is not None:  # Redis (REDIS_URL): shared by the replicas
-            checks["coordination"] = {"ok": not self.coordination_error}
-            if self.coordination_error:
-                checks["coordination"]["error"] = self.coordination_error
+            checks["coordination"] = _check(self.coordination_error)
         return checks
 
     @property
     def failing(self) -> list[str]:
         return [name for name, check in self.checks().items() if not check["ok"]]
+
+
+def _check(error: str, **extra: Any) -> dict[str, Any]:
+    """One entry of `/health`'s checks: `ok`, what it knows, and the error sentence when not ok."""
+    return {"ok": not error, **extra, **({"error": error} if error else {})}
 
 
 async def probe(mode: str, knowledge: Any, checkpointer: Any, coordination: Any | None = None) -> HealthReport:

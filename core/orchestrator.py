@@ -51,7 +51,6 @@ class Orchestrator:
         checkpointer: Any,
         *,
         on_close: Callable[[], Awaitable[None]] | None = None,
-        locks: SessionLocks | None = None,
         coordination: Any | None = None,
     ) -> None:
         self.settings = settings
@@ -59,7 +58,7 @@ class Orchestrator:
         self.brain = brain
         self.checkpointer = checkpointer
         self.graph = build_graph(brain, checkpointer)
-        self._locks = locks if locks is not None else LocalSessionLocks()
+        self._locks: SessionLocks = coordination.locks if coordination is not None else LocalSessionLocks()
         self._on_close = on_close
 
     @property
@@ -235,8 +234,7 @@ async def build_orchestrator(
         retry_policy=retry_policy or RetryPolicy(max_retries=settings.llm_max_retries),
         sleep=sleep,
     )
-    return Orchestrator(settings, brain, checkpointer, on_close=close,
-                        locks=coordination.locks if coordination is not None else None, coordination=coordination)
+    return Orchestrator(settings, brain, checkpointer, on_close=close, coordination=coordination)
 
 
 def build_router(

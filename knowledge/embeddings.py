@@ -28,7 +28,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -177,7 +177,7 @@ class _Layer:
         self.ln2 = (get("output.LayerNorm.weight"), get("output.LayerNorm.bias"))
 
 
-from knowledge.coalescer import MAX_QUERY_BATCH, QueryCoalescer  # noqa: E402 - re-exported
+from knowledge.coalescer import QueryCoalescer  # noqa: E402 - re-exported
 
 
 class LocalMiniLM:

@@ -116,7 +116,9 @@ class ShardKeeper:
 
     async def stop(self) -> None:
         """Leave the group, disconnect every shard and release its lease (a graceful stop: the others take over
-        at their next round)."""
+        at their next round). Idempotent: a second call does nothing."""
+        if self._closed:
+            return
         self._closed = True
         if self.task is not None:
             self.task.cancel()

@@ -18,7 +18,6 @@ through a client without it so the renderer can merge text across a 429 (`bots.s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -41,7 +40,7 @@ from bots.slack.mrkdwn import defuse_broadcasts, escape
 from bots.slack.native import NativeStreamReply
 from bots.slack.surface import FEEDBACK_DOWN, FEEDBACK_UP, SlackLimits, SlackThreadSurface
 from bots.startup import StartupError
-from bots.surface import Surface
+from bots.surface import Surface, shows_in_progress
 from core.retry import USER_MESSAGES
 from core.settings import Settings
 
@@ -49,11 +48,6 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 RESET_DONE = "🔄 Starting over: I've forgotten this thread's conversation. Ask away."
-
-
-def unfinished(text: str) -> bool:
-    """A message of ours still being written: the in-progress marker, or a placeholder."""
-    return "▌" in text or "Thinking…" in text or "is looking into it…" in text
 
 
 def usage_text(agents: Any | None) -> str:
@@ -158,8 +152,8 @@ class SlackFrontend:
 
     # --- listeners ---------------------------------------------------------------------------------------------
     def _register(self) -> None:
-        self.app.event("app_mention")(self._on_mention)
-        self.app.event("message")(self._on_message)
+        self.app.event("app_mention")(self._on_event)
+        self.app.event("message")(self._on_event)
         self.app.command("/ask")(self._on_ask)
         self.app.action(FEEDBACK_UP)(self._on_feedback)
         self.app.action(FEEDBACK_DOWN)(self._on_feedback)
@@ -167,12 +161,6 @@ class SlackFrontend:
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("slack listener failed on %s", body.get("type"), exc_info=error)
-
-    async def _on_mention(self, body: dict[str, Any]) -> None:
-        await self._on_event(body)
-
-    async def _on_message(self, body: dict[str, Any]) -> None:
-        await self._on_event(body)
 
     async def _on_event(self, body: dict[str, Any]) -> None:
         inbound = inbound_from_event(body, self.bot_user_id)
@@ -247,7 +235,7 @@ class SlackFrontend:
                 replies = await self.stream_client.conversations_replies(
                     channel=info["channel"], ts=info["thread_ts"], oldest=info["ts"], inclusive=True, limit=100)
                 targets = [m["ts"] for m in replies.get("messages", []) if m.get("bot_id") and
-                           float(m["ts"]) >= float(info["ts"]) and unfinished(m.get("text", ""))]
+                           float(m["ts"]) >= float(info["ts"]) and shows_in_progress(m.get("text", ""))]
             except SlackApiError as error:
                 log.info("slack: cannot read thread %s (%s); marking the registered message only",
                          info["thread_ts"], error.response.get("error"))

@@ -13,7 +13,6 @@ defusing each piece equals defusing the whole.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -27,7 +26,7 @@ from bots.pacing import Clock, EditPacer, Sleep
 from bots.slack.mrkdwn import ZWJ, defuse_broadcasts
 from bots.slack.surface import SlackThreadSurface, feedback_blocks, platform_error
 from bots.streaming import StreamingReply
-from bots.surface import AgentTag, RateLimited, ReplyOutcome, ReplyView, Write
+from bots.surface import AgentTag, RateLimited, ReplyOutcome, ReplyView, Write, spending
 from core.events import Agent, Complete, Error, Event, Sources, Token
 from core.retry import USER_MESSAGES
 
@@ -60,7 +59,6 @@ class NativeStreamReply:
         self._ts: str | None = None
         self._text = ""  # the whole answer so far (raw Markdown)
         self._sent = 0  # how much of it has been streamed
-        self._last_flush = 0.0
         self._io = asyncio.Lock()  # one Slack call at a time: appends never overtake each other or the stop
         self._ticker: asyncio.Task[None] | None = None
 
@@ -145,12 +143,12 @@ class NativeStreamReply:
             return False
         self._ts = str(response["ts"])
         self._sent = cut
-        self._last_flush = self._clock()
+        now = self._clock()
         self.outcome.handles.append(self._ts)
         self.outcome.posts += 1
-        self.outcome.placeholder_at = self._last_flush
+        self.outcome.placeholder_at = now
         if text.strip():
-            self.outcome.first_token_at = self._last_flush
+            self.outcome.first_token_at = now
         return True
 
     async def _fall_back(self, seen: list[Event], rest: AsyncIterator[Event]) -> ReplyOutcome:
@@ -185,10 +183,9 @@ class NativeStreamReply:
                 log.info("chat.appendStream failed (%s); merged into the next one", error.response.get("error"))
                 return
             self._sent = end
-            self._last_flush = self._clock()
             self.outcome.edits += 1
             if self.outcome.first_token_at is None:
-                self.outcome.first_token_at = self._last_flush
+                self.outcome.first_token_at = self._clock()
 
     async def _stop(self, agent: AgentTag | None, sources: tuple) -> None:
         async with self._io:
@@ -216,20 +213,20 @@ class NativeStreamReply:
                 await self._sleep(min(2.0**attempt, 10.0))
 
     async def _call(self, method: Any, write: Write, **kwargs: Any) -> Any:
-        """A streaming call within the surface's budget for `write`; a 429 is fed to that budget, waited out
-        (the pending text grows meanwhile) and the call tried again."""
-        budget = self.surface.budget_for(write)
+        """A streaming call within the surface's budget for `write` (`spending`: a 429 teaches the budget),
+        waited out (the pending text grows meanwhile) and tried again."""
         for attempt in range(self.attempts + 1):
             self.pacer.record(self._clock())
             try:
-                async with budget.slot() if budget is not None else contextlib.nullcontext():
-                    return await method(**kwargs)
-            except SlackApiError as error:
-                mapped = platform_error(error)
-                if not isinstance(mapped, RateLimited) or attempt == self.attempts:
-                    raise
+                async with spending(self.surface.budget_for(write)):
+                    try:
+                        return await method(**kwargs)
+                    except SlackApiError as error:
+                        mapped = platform_error(error)
+                        if isinstance(mapped, RateLimited) and attempt < self.attempts:
+                            raise mapped from error
+                        raise
+            except RateLimited as limited:
                 self.outcome.rate_limited += 1
-                if budget is not None:
-                    budget.note_rate_limited(mapped.retry_after)
-                await self._sleep(mapped.retry_after)
+                await self._sleep(limited.retry_after)
         raise AssertionError("unreachable")

@@ -116,11 +116,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return json_error(413, f"The message is too long ({len(message):,} characters; the limit is {limit:,}).",
                           "Shorten the message and send it again.")
     session_id = body.get("session_id") or str(uuid.uuid4())
-    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
-        return json_error(422, "session_id must be 1-128 letters, digits, '.', '_', ':' or '-'.")
     message_id = body.get("message_id")
-    if message_id is not None and (not isinstance(message_id, str) or not SESSION_ID.match(message_id)):
-        return json_error(422, "message_id must be 1-128 letters, digits, '.', '_', ':' or '-'.")
+    for name, value in (("session_id", session_id), ("message_id", message_id)):
+        if value is not None and (not isinstance(value, str) or not SESSION_ID.match(value)):
+            return json_error(422, f"{name} must be 1-128 letters, digits, '.', '_', ':' or '-'.")
     if message_id is not None and not await request.app[DELIVERIES].first_time((session_id, message_id)):
         # A client retrying a request it thinks was lost (possibly on another replica): answered once.
         return json_error(409, "This message was already received; its answer is in the session.",
