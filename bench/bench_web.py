@@ -13,6 +13,12 @@ stream line by line.
   model nor the browsers share its CPU: `web_concurrent_first_token_ms_p50` / `_p95` from each request to its
   first token frame, and `web_errors`, the streams that failed (a non-200 status, an `error` event, no
   `complete` event, a dropped connection, or a `complete` whose text differs from the tokens streamed).
+- Then a second burst of 200, while 20 streams that were already answering (long answers, a token every 20 ms) keep
+  reading: `inflight_token_gap_ms_p99`, the 99th percentile of the pauses between their token frames from the
+  moment the burst starts until every one of the 200 has its first token (a starved event loop shows here).
+- `cpu_ms_per_question`: the server process's CPU time over the lone burst (from its start until the last of
+  the 200 completes) divided by 200. `SWITCHBOARD_BENCH_PROFILE=FILE` also records the server process during
+  the lone burst with py-spy (all threads) into FILE, as collapsed stacks.
 - The same 200 streams against `switchboard run --workers 2` (a subprocess, Redis coordination):
   `web_concurrent_first_token_ms_p50_w2`, and `web_concurrent_w2_ratio`, its ratio to the one-worker figure
   (target <= 0.6: the second core pays).
@@ -21,6 +27,7 @@ stream line by line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import statistics
@@ -33,6 +40,8 @@ from bench.bench_retrieval import QUESTIONS
 PAIRS = 30
 WARMUP = 3
 CONCURRENT = 200
+INFLIGHT = 20
+LONG_ANSWER_WORDS = 600  # 12 s at 50 tokens a second: longer than the burst takes to be answered
 SEQ_TTFT_S = 0.05
 CONC_TTFT_S = 0.2
 TOKENS_PER_S = 50
@@ -43,8 +52,10 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _stream(http, url: str, message: str) -> tuple[float | None, bool]:
-    """POST /chat and read the SSE stream to its end: (ms to the first token frame, whether it went well)."""
+async def _stream(http, url: str, message: str, arrivals: list[float] | None = None
+                  ) -> tuple[float | None, bool]:
+    """POST /chat and read the SSE stream to its end: (ms to the first token frame, whether it went well).
+    `arrivals`, when given, receives the `perf_counter()` time of every token frame."""
     started = time.perf_counter()
     first: float | None = None
     event = ""
@@ -58,8 +69,12 @@ async def _stream(http, url: str, message: str) -> tuple[float | None, bool]:
                 line = raw.decode().rstrip("\n")
                 if line.startswith("event: "):
                     event = line[7:]
-                    if event == "token" and first is None:
-                        first = (time.perf_counter() - started) * 1000
+                    if event == "token":
+                        now = time.perf_counter()
+                        if first is None:
+                            first = (now - started) * 1000
+                        if arrivals is not None:
+                            arrivals.append(now)
                 elif line.startswith("data: "):
                     data = json.loads(line[6:])
                     if event == "token":
@@ -72,6 +87,25 @@ async def _stream(http, url: str, message: str) -> tuple[float | None, bool]:
         return first, False
     ok = first is not None and complete is not None and complete["text"] == "".join(tokens)
     return first, ok
+
+
+def _long_answers(body: dict):
+    """The fake model's responder: a long answer for the in-flight streams' questions, the default otherwise."""
+    from tests.fakes.openai_server import Reply, default_responder, question_of
+
+    if "(long " in question_of(body):
+        return Reply(text=" ".join(f"word{i}" for i in range(LONG_ANSWER_WORDS)))
+    return default_responder(body)
+
+
+def _gaps_ms(arrivals: list[float], start: float, end: float) -> list[float]:
+    """Pauses between consecutive token frames of one stream within [start, end] (the pause running into the
+    window counts from `start`, so a stream frozen for the whole window shows its whole length)."""
+    inside = [t for t in arrivals if start <= t <= end]
+    marks = [start, *inside]
+    later = [t for t in arrivals if t > end]
+    marks.append(later[0] if later else end)
+    return [(b - a) * 1000 for a, b in zip(marks, marks[1:])]
 
 
 async def _direct_first_token_ms(orchestrator, key: str, message: str) -> float:
@@ -107,19 +141,82 @@ def _load_process(conn, streams: int, ttft_s: float, tokens_per_s: float) -> Non
 
 
 async def _load(conn, streams: int, ttft_s: float, tokens_per_s: float) -> None:
+    """Two bursts of `streams` questions against the URL the parent sends. The first arrives alone: the parent
+    hears "burst" as it starts, then its results. Before the second, INFLIGHT long streams are started and each
+    is answering; the parent hears "burst" again, then (second burst's results, in-flight token gaps in ms)."""
     from aiohttp import ClientSession, TCPConnector
 
     from tests.fakes.openai_server import FakeOpenAI
 
+    def questions(tag: str) -> list[str]:
+        return [f"{QUESTIONS[i % len(QUESTIONS)]} ({tag} {i})" for i in range(streams)]
+
     async with FakeOpenAI(ttft_s=ttft_s, tokens_per_s=tokens_per_s) as fake:
+        fake.responder = _long_answers
         conn.send(fake.base_url)
         url = await asyncio.to_thread(conn.recv)
         async with ClientSession(connector=TCPConnector(limit=0)) as http:
             await _stream(http, url, "What does the Enterprise plan cost? (warm-up)")
-            results = await asyncio.gather(*(
-                _stream(http, url, f"{QUESTIONS[i % len(QUESTIONS)]} (stream {i})") for i in range(streams)
-            ))
-        conn.send(list(results))
+            conn.send("burst")
+            conn.send(list(await asyncio.gather(*(_stream(http, url, q) for q in questions("stream")))))
+
+            arrivals: list[list[float]] = [[] for _ in range(INFLIGHT)]
+            inflight = [asyncio.create_task(_stream(http, url, f"{QUESTIONS[i % len(QUESTIONS)]} (long {i})",
+                                                    arrivals[i])) for i in range(INFLIGHT)]
+            while not all(arrivals) and not any(task.done() for task in inflight):
+                await asyncio.sleep(0.01)
+            conn.send("burst")
+            start = time.perf_counter()
+            results = await asyncio.gather(*(_stream(http, url, q) for q in questions("during")))
+            end = max((start + ms / 1000 for ms, _ in results if ms is not None), default=time.perf_counter())
+            await asyncio.gather(*inflight)
+        gaps = [gap for stream in arrivals for gap in _gaps_ms(stream, start, end)]
+        conn.send((list(results), gaps))
+
+
+async def _recv(conn, timeout_s: float, what: str):
+    if not await asyncio.to_thread(conn.poll, timeout_s):
+        raise RuntimeError(f"{what} did not happen within {timeout_s:.0f} s")
+    return await asyncio.to_thread(conn.recv)
+
+
+async def _bursts(conn, url: str) -> tuple[list, float, list, list[float]]:
+    """Hand the load process the URL; measure this process's CPU while the lone burst runs (optionally under
+    py-spy, see the module docstring): (lone burst results, its CPU seconds, second burst results, gaps)."""
+    conn.send(url)
+    assert await _recv(conn, 120, "the warm-up") == "burst"
+    with _profiled():
+        cpu = time.process_time()
+        alone = await _recv(conn, 300, "the burst")
+        cpu = time.process_time() - cpu
+    assert await _recv(conn, 120, "the in-flight streams' start") == "burst"
+    during, gaps = await _recv(conn, 300, "the burst with streams in flight")
+    return alone, cpu, during, gaps
+
+
+@contextlib.contextmanager
+def _profiled():
+    """`SWITCHBOARD_BENCH_PROFILE=FILE`: record this process (every thread, native frames off) with py-spy while
+    the block runs, as collapsed stacks in FILE (`python -m bench.profile FILE` summarises them)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    target = os.environ.get("SWITCHBOARD_BENCH_PROFILE")
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not target or not Path(spy).exists():
+        yield
+        return
+    recorder = subprocess.Popen([spy, "record", "--pid", str(os.getpid()), "--format", "raw", "--rate", "200",
+                                 "--output", target, "--nonblocking"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # py-spy attaches
+        yield
+    finally:
+        recorder.send_signal(2)  # SIGINT: py-spy writes what it recorded and exits
+        recorder.wait(30)
 
 
 async def _measure(data_dir: Path) -> dict[str, float]:
@@ -171,10 +268,7 @@ async def _measure(data_dir: Path) -> dict[str, float]:
         orchestrator = await build_orchestrator(settings)
         runner, url = await _serve(orchestrator)
         try:
-            conn.send(url)
-            if not await asyncio.to_thread(conn.poll, 300):
-                raise RuntimeError("the concurrent streams did not finish within 5 minutes")
-            results = conn.recv()
+            results, cpu_s, _, gaps = await _bursts(conn, url)
         finally:
             await runner.cleanup()
             await orchestrator.aclose()
@@ -195,6 +289,8 @@ async def _measure(data_dir: Path) -> dict[str, float]:
         "web_concurrent_first_token_ms_p50": round(statistics.median(firsts), 3) if firsts else float("nan"),
         "web_concurrent_first_token_ms_p95": round(_percentile(firsts, 0.95), 3) if firsts else float("nan"),
         "web_errors": errors,
+        "inflight_token_gap_ms_p99": round(_percentile(gaps, 0.99), 3) if gaps else float("nan"),
+        "cpu_ms_per_question": round(cpu_s * 1000 / CONCURRENT, 3),
     }
 
 
@@ -250,9 +346,13 @@ def _two_workers(data_dir: Path) -> dict[str, float]:
                 time.sleep(0.5)
         time.sleep(8)  # the second worker loads its model too
         conn.send(f"http://127.0.0.1:{port}/chat")
+        if not conn.poll(120) or conn.recv() != "burst":
+            raise RuntimeError("the warm-up did not finish")
         if not conn.poll(300):
             raise RuntimeError("the concurrent streams did not finish within 5 minutes")
         results = conn.recv()
+        if conn.poll(120) and conn.recv() == "burst":
+            conn.poll(300) and conn.recv()  # the second burst (with streams in flight) is not measured here
     finally:
         if server is not None:
             server.terminate()

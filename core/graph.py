@@ -36,6 +36,7 @@ from knowledge.agents import AgentRegistry, AgentSpec
 from knowledge.types import Passage
 
 MIN_SOURCE_SCORE = 0.30
+CITED_FROM_CACHED = 2  # sources cited by an agent that answers from its cached documents
 
 
 def _keep_first(old: float | None, new: float | None) -> float | None:
@@ -201,20 +202,29 @@ def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[s
         started = time.perf_counter()
         passages: list[Passage] = []
         if offline or spec.strategy in ("rag", "hybrid"):
-            passages = await asyncio.to_thread(brain.knowledge.retrieve, spec.name, question, settings.retrieval_k)
+            passages = _probed(brain, ctx, spec.name)
+            if passages is None:
+                passages = await asyncio.to_thread(
+                    brain.knowledge.retrieve, spec.name, question, settings.retrieval_k
+                )
         cached = None
         if not offline and spec.strategy in ("cag", "hybrid"):
             cached = await asyncio.to_thread(brain.knowledge.cached_context, spec.name)
             if cached is None and not passages:
                 # No cached documents (none marked, or over budget): fall back to retrieval, never to nothing.
-                passages = await asyncio.to_thread(
+                passages = _probed(brain, ctx, spec.name) or await asyncio.to_thread(
                     brain.knowledge.retrieve, spec.name, question, settings.retrieval_k
                 )
         citable = passages
-        if cached is not None and not passages and (ctx.decision is None or spec.name not in ctx.decision.probes):
-            # Routed here without a knowledge probe (the LLM chose an agent the router did not probe): look up
-            # what to cite; the prompt itself keeps only the cached documents.
-            citable = await asyncio.to_thread(brain.knowledge.retrieve, spec.name, question, 2)
+        if cached is not None and not passages:
+            # A cached-only agent cites the passages routing found in its documents; routed here without a probe
+            # (the language model chose an agent the router did not probe), it looks them up. The prompt itself
+            # keeps only the cached documents.
+            probed = _probed(brain, ctx, spec.name)
+            citable = probed if probed is not None else await asyncio.to_thread(
+                brain.knowledge.retrieve, spec.name, question, settings.retrieval_k
+            )
+            citable = citable[:CITED_FROM_CACHED]
         ctx.retrieval_ms = (time.perf_counter() - started) * 1000
 
         if offline:
@@ -225,7 +235,7 @@ def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[s
             ctx.sources = used
         else:
             text = await _stream_llm_answer(brain, spec, state, question, passages, cached, ctx, writer)
-            ctx.sources = _sources_for(spec, citable, ctx)
+            ctx.sources = _worth_citing(citable)
 
         update: dict[str, Any] = {"agents_used": [spec.name], "updated_at": time.time()}
         if text:
@@ -236,12 +246,17 @@ def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[s
     return answer
 
 
-def _sources_for(spec: AgentSpec, passages: list[Passage], ctx: TurnContext) -> list[Passage]:
-    """Passages worth citing: retrieved ones, or for a cached-only agent the documents routing matched."""
-    pool = passages
-    if not pool and ctx.decision is not None:
-        pool = list(ctx.decision.probes.get(spec.name, ()))
-    return [p for p in pool if p.score >= MIN_SOURCE_SCORE]
+def _probed(brain: Brain, ctx: TurnContext, agent: str) -> list[Passage] | None:
+    """The agent's retrieval as routing already ran it (one retrieval per turn), or None when routing did not
+    probe this agent, or probed it less deeply than the agent retrieves."""
+    if ctx.decision is None or agent not in ctx.decision.probes or brain.router.probe_k < brain.settings.retrieval_k:
+        return None
+    return list(ctx.decision.probes[agent][: brain.settings.retrieval_k])
+
+
+def _worth_citing(passages: list[Passage]) -> list[Passage]:
+    """Passages close enough to the question to cite (for a cached-only agent, those routing matched)."""
+    return [p for p in passages if p.score >= MIN_SOURCE_SCORE]
 
 
 async def _stream_llm_answer(

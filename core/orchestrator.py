@@ -113,7 +113,10 @@ class Orchestrator:
         first_token_ms: float | None = None
         agent_name = ""
         try:
-            async for chunk in self.graph.astream(graph_input, config, context=ctx, stream_mode="custom"):
+            # durability="exit": the turn is checkpointed once, when the graph finishes (before `Complete` is
+            # yielded), instead of after every node: a third of the writes, and nothing acknowledged is lost.
+            async for chunk in self.graph.astream(graph_input, config, context=ctx, stream_mode="custom",
+                                                  durability="exit"):
                 kind = chunk.get("kind")
                 if kind == "agent":
                     agent_name = chunk["name"]
@@ -246,4 +249,5 @@ def build_router(
         embed_query=embedder.embed_query,
         probe=knowledge.retrieve if knowledge is not None else None,
         min_margin=settings.router_confidence,
+        probe_k=settings.retrieval_k,
     )

@@ -8,6 +8,10 @@ Two signals, both from the local embedding model and both cheap:
   documents mention goes to policy even if no example utterance looks like it.
 The blend is normalised per question; the margin between the best and second-best agent is the confidence.
 A follow-up stays with the thread's agent unless another agent wins clearly.
+
+One retrieval per turn: a knowledge probe is the agent's own retrieval (the same call, `probe_k` passages), and
+the decision carries what each probe found, so the agent that wins answers from its probe instead of embedding
+and searching the same question a second time.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ log = logging.getLogger(__name__)
 
 UTTERANCE_WEIGHT = 0.5
 TOP_UTTERANCES = 3
-PROBE_K = 2
+PROBE_K = 4  # passages per probe: the agent's retrieval depth, so a winning probe is the agent's retrieval
 PROBED_AGENTS = 2
 
 
@@ -36,7 +40,7 @@ class RouteDecision:
     confident: bool
     reason: str
     scores: Mapping[str, float] = field(default_factory=dict)
-    probes: Mapping[str, tuple[Passage, ...]] = field(default_factory=dict)  # passages seen while routing
+    probes: Mapping[str, tuple[Passage, ...]] = field(default_factory=dict)  # each probed agent's retrieval
 
 
 class SemanticRouter:
@@ -51,11 +55,13 @@ class SemanticRouter:
         *,
         min_margin: float = 0.05,
         switch_margin: float = 0.08,
+        probe_k: int = PROBE_K,
     ) -> None:
         self._agents = dict(agents)
         self._names = list(self._agents)
         self._embed_query = embed_query
         self._probe = probe
+        self.probe_k = probe_k  # the graph reuses a probe as the agent's retrieval when it is at least as deep
         self.min_margin = min_margin
         self.switch_margin = switch_margin
         # Prototype matrix per agent: its description plus every example utterance, embedded once.
@@ -80,7 +86,7 @@ class SemanticRouter:
         probes: dict[str, tuple[Passage, ...]] = {}
         for name in names or self._names:
             try:
-                passages = self._probe(name, query, PROBE_K)
+                passages = self._probe(name, query, self.probe_k)
             except Exception:  # noqa: BLE001 - an empty or missing collection must not break routing
                 log.exception("knowledge probe failed for agent %s", name)
                 passages = []

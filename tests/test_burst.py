@@ -1,0 +1,213 @@
+"""What the burst-performance work changed, each as behaviour: one retrieval per turn, CPU work off the event
+loop (streams in flight keep flowing while new questions are routed), and one checkpoint per turn that is on
+disk before the turn reports `Complete` (a process killed right after a reply loses nothing).
+
+Real parts throughout: the local embeddings over the sample corpus, Chroma, SQLite checkpoints, and the real
+ChatOpenAI against the loopback fake OpenAI server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from core.events import Agent, Complete, Sources, Token
+from core.orchestrator import build_orchestrator
+from knowledge.agents import load_agents
+from knowledge.base import open_knowledge_base
+from knowledge.embeddings import local_model
+from tests.conftest import ROOT, make_settings
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+
+class CountingKnowledge:
+    """The real knowledge base, counting the retrievals the core asks for (by agent)."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.calls: list[str] = []
+
+    def retrieve(self, agent: str, query: str, k: int):
+        self.calls.append(agent)
+        return self._inner.retrieve(agent, query, k)
+
+    def cached_context(self, agent: str):
+        return self._inner.cached_context(agent)
+
+    def counts(self):
+        return self._inner.counts()
+
+
+class GatedEmbedder:
+    """The real local model, but a question containing `gate_word` waits at the gate before it is embedded."""
+
+    def __init__(self, gate_word: str) -> None:
+        self._model = local_model()
+        self.name, self.dim = self._model.name, self._model.dim
+        self.gate_word = gate_word
+        self.waiting = threading.Event()
+        self.gate = threading.Event()
+
+    def embed_documents(self, texts):
+        return self._model.embed_documents(texts)
+
+    def embed_query(self, text: str):
+        if self.gate_word in text:
+            self.waiting.set()
+            assert self.gate.wait(30), "the gate was never opened"
+        return self._model.embed_query(text)
+
+
+async def _turn(orchestrator, key: str, question: str) -> list:
+    return [event async for event in orchestrator.respond(key, question)]
+
+
+@pytest.mark.parametrize("llm", [False, True], ids=["offline", "model"])
+async def test_a_turn_retrieves_once_per_probed_agent_and_the_winner_answers_from_its_probe(
+        corpus_settings, llm) -> None:
+    async with FakeOpenAI() as fake:
+        settings = corpus_settings
+        if llm:
+            settings = make_settings(corpus_settings.data_dir, llm_provider="openai", openai_base_url=fake.base_url,
+                                     openai_api_key="sk-test")
+        agents = load_agents(None)
+        knowledge = CountingKnowledge(open_knowledge_base(settings, local_model(), agents))
+        orchestrator = await build_orchestrator(settings, knowledge=knowledge, agents=agents)
+        try:
+            for question, agent in [("My API integration keeps timing out. How do I fix this?", "technical"),
+                                    ("What does the Enterprise plan cost?", "billing")]:
+                knowledge.calls.clear()
+                decision = await orchestrator.route(question)
+                probed = sorted(decision.probes)
+                knowledge.calls.clear()
+                events = await _turn(orchestrator, f"once:{llm}:{agent}", question)
+                assert [e.name for e in events if isinstance(e, Agent)] == [agent]
+                assert isinstance(events[-1], Complete)
+                # The router probed its contenders; the agent asked for nothing more.
+                assert sorted(knowledge.calls) == probed and agent in probed
+                # ...and answered from exactly what its probe found.
+                sources = [e for e in events if isinstance(e, Sources)]
+                expected = {p.source for p in decision.probes[agent]}
+                assert sources and {s.source for s in sources[0].items} <= expected
+                if llm:
+                    prompt = fake.requests[-1].body["messages"][-1]["content"]
+                    assert decision.probes[agent][0].text[:60] in prompt
+        finally:
+            await orchestrator.aclose()
+
+
+async def test_streams_in_flight_keep_flowing_while_a_new_question_is_being_embedded(corpus_settings) -> None:
+    embedder = GatedEmbedder("GATED")
+    async with FakeOpenAI(tokens_per_s=200) as fake:
+        fake.responder = lambda body: Reply(text=" ".join(f"w{i}" for i in range(400)))
+        settings = make_settings(corpus_settings.data_dir, llm_provider="openai", openai_base_url=fake.base_url,
+                                 openai_api_key="sk-test")
+        orchestrator = await build_orchestrator(settings, embedder=embedder)
+        try:
+            tokens = 0
+            first = asyncio.Event()
+            enough = asyncio.Event()
+
+            async def in_flight() -> None:
+                nonlocal tokens
+                async for event in orchestrator.respond("flow:a", "How do I fix API timeouts?"):
+                    if isinstance(event, Token):
+                        tokens += 1
+                        first.set()
+                        if embedder.waiting.is_set() and tokens >= counted_at + 20:
+                            enough.set()
+
+            counted_at = 10**9
+            streaming = asyncio.create_task(in_flight())
+            await asyncio.wait_for(first.wait(), 30)
+            arriving = asyncio.create_task(_turn(orchestrator, "flow:b", "GATED question about invoices"))
+            await asyncio.wait_for(asyncio.to_thread(embedder.waiting.wait, 30), 35)
+            counted_at = tokens
+            # The new question is stuck inside its embedding; the stream in flight must still get its tokens.
+            await asyncio.wait_for(enough.wait(), 30)
+            embedder.gate.set()
+            events = await asyncio.wait_for(arriving, 30)
+            assert isinstance(events[-1], Complete)
+            await asyncio.wait_for(streaming, 60)
+        finally:
+            embedder.gate.set()
+            await orchestrator.aclose()
+
+
+def _checkpoints(settings, thread: str) -> int:
+    with sqlite3.connect(settings.checkpoint_path) as db:
+        return db.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (thread,)).fetchone()[0]
+
+
+async def test_each_turn_writes_one_checkpoint(offline_orchestrator, corpus_settings) -> None:
+    for turn in range(1, 4):
+        events = await _turn(offline_orchestrator, "one:checkpoint", f"How do I rotate an API key? ({turn})")
+        assert isinstance(events[-1], Complete)
+        assert _checkpoints(corpus_settings, "one:checkpoint") == turn
+    info = await offline_orchestrator.session_info("one:checkpoint")
+    assert info is not None and info.turns == 3
+
+
+@pytest.fixture
+async def offline_orchestrator(corpus_settings):
+    orchestrator = await build_orchestrator(corpus_settings)
+    yield orchestrator
+    await orchestrator.aclose()
+
+
+CHILD = textwrap.dedent("""
+    import asyncio, sys, time
+    from pathlib import Path
+    from core.events import Complete
+    from core.orchestrator import build_orchestrator
+    from tests.conftest import make_settings
+
+    async def main():
+        orchestrator = await build_orchestrator(make_settings(Path(sys.argv[1])))
+        async for event in orchestrator.respond("killed:after", "Do you comply with GDPR?"):
+            if isinstance(event, Complete):
+                print("COMPLETE " + event.text[:40].replace("\\n", " "), flush=True)
+                time.sleep(60)  # killed here, before anything else could be written or closed
+
+    asyncio.run(main())
+""")
+
+
+async def test_a_process_killed_right_after_a_reply_keeps_the_turn(corpus_settings) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(corpus_settings.data_dir)], cwd=ROOT,
+                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 90)
+        assert line.startswith(b"COMPLETE "), line
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(10)
+    orchestrator = await build_orchestrator(corpus_settings)
+    try:
+        info = await orchestrator.session_info("killed:after")
+        assert info is not None and info.turns == 1 and info.agents == ("policy",)
+        state = await orchestrator.graph.aget_state({"configurable": {"thread_id": "killed:after"}})
+        answer = state.values["messages"][-1].content
+        assert answer.replace("\n", " ").startswith(line.decode()[len("COMPLETE "):].rstrip("\n"))
+    finally:
+        await orchestrator.aclose()
+
+
+def test_the_shipped_defaults_probe_as_deep_as_agents_retrieve() -> None:
+    """The reuse above only happens when a probe is at least the agent's retrieval depth."""
+    from core.orchestrator import build_router
+    from core.settings import Settings
+
+    settings = Settings(_env_file=None)
+    router = build_router(settings, local_model(), None, load_agents(None))
+    assert router.probe_k == settings.retrieval_k
