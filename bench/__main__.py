@@ -26,7 +26,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "retrieval_search_ms_p50_10k": ("<=", 3),
     "ingest_chunks_per_s": (">=", 30),
     "route_ms_p50": ("<=", 20),
-    "core_overhead_ms_p50": ("<=", 40),
+    "core_overhead_ms_p50": ("<=", 15),
     "slack_placeholder_ms_p50": ("<=", 100),
     "slack_first_token_visible_ms_p50": ("<=", 150),
     "slack_final_lag_ms_p50": ("<=", 1000),
@@ -41,8 +41,15 @@ TARGETS: dict[str, tuple[str, float]] = {
     "web_first_token_overhead_ms_p50": ("<=", 30),
     "web_errors": ("<=", 0),
     "web_concurrent_w2_ratio": ("<=", 0.6),
+    "web_concurrent_first_token_ms_p50": ("<=", 1500),
+    "web_concurrent_first_token_ms_p95": ("<=", 2500),
+    "inflight_token_gap_ms_p99": ("<=", 250),
+    "cpu_ms_per_question": ("<=", 12),
     "checkpoint_ms_per_turn_postgres": ("<=", 10),
     "redis_coordination_ms_p50": ("<=", 3),
+    "replica_duplicate_replies": ("<=", 0),
+    "replica_429_count": ("<=", 0),
+    "replica_final_delivered_ratio": (">=", 1.0),
 }
 RESULTS = Path(".bench/results.json")
 

@@ -208,8 +208,9 @@ def _profiled():
     if not target or not Path(spy).exists():
         yield
         return
+    only_gil = ["--gil"] if os.environ.get("SWITCHBOARD_BENCH_PROFILE_GIL") else []  # Python CPU, not waits
     recorder = subprocess.Popen([spy, "record", "--pid", str(os.getpid()), "--format", "raw", "--rate", "200",
-                                 "--output", target, "--nonblocking"], stdout=subprocess.DEVNULL,
+                                 "--output", target, "--nonblocking", *only_gil], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)  # py-spy attaches

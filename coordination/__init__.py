@@ -1,6 +1,7 @@
 """Short-lived coordination between replicas: duplicate-delivery keys, session locks, rate budgets, replies in
-flight, named leases (Discord shards). Each sits behind a small interface with an in-process implementation (one
-replica, the default, nothing to run) and a Redis one (`REDIS_URL` set: every replica shares them).
+flight, named leases (Discord shards), the directory of replicas alive. Each sits behind a small interface with
+an in-process implementation (one replica, the default, nothing to run) and a Redis one (`REDIS_URL` set: every
+replica shares them).
 
 `connect(redis_url)` is the one entry point: it returns a `Coordination` bundling them, in-process when the
 URL is None. Nothing here imports the rest of Switchboard; `core/`, `bots/` and `switchboard/` import this.
@@ -23,12 +24,13 @@ from coordination.inflight import InflightRegistry, LocalInflightRegistry, Redis
 from coordination.leases import Leases, LocalLeases, RedisLeases
 from coordination.locks import (DEFAULT_LEASE_S, Lease, LeaseLost, LocalSessionLocks, RedisSessionLocks,
                                 SessionLocks)
+from coordination.replicas import LocalReplicaDirectory, RedisReplicaDirectory, ReplicaDirectory
 
 __all__ = [
     "FINAL", "FIRST", "PROGRESS", "Coordination", "CoordinationUnavailable", "DeliveryKeys", "InflightRegistry",
-    "Lease", "LeaseLost", "Leases", "LocalDeliveryKeys", "LocalInflightRegistry", "LocalLeases", "LocalSessionLocks",
-    "RedisBudget", "RedisBudgetPool", "RedisDeliveryKeys", "RedisInflightRegistry", "RedisLeases", "RedisSessionLocks",
-    "SessionLocks",
+    "Lease", "LeaseLost", "Leases", "LocalDeliveryKeys", "LocalInflightRegistry", "LocalLeases", "LocalReplicaDirectory",
+    "LocalSessionLocks", "RedisBudget", "RedisBudgetPool", "RedisDeliveryKeys", "RedisInflightRegistry", "RedisLeases",
+    "RedisReplicaDirectory", "RedisSessionLocks", "ReplicaDirectory", "SessionLocks",
     "connect", "replica_name",
 ]
 
@@ -55,14 +57,19 @@ class Coordination:
         self.locks: SessionLocks
         self.inflight: InflightRegistry
         self.leases: Leases  # named resources held by one replica at a time (Discord shards)
+        # The replicas alive, one member per process (REPLICA_ID may be shared by a replica's workers).
+        self.replicas: ReplicaDirectory
+        member = replica_name()
         if self._client is None:
             self.locks = LocalSessionLocks()
             self.inflight = LocalInflightRegistry(self.replica_id)
             self.leases = LocalLeases(self.replica_id)
+            self.replicas = LocalReplicaDirectory(member)
         else:
             self.locks = RedisSessionLocks(self._client, prefix=prefix, lease_s=lease_s)
             self.inflight = RedisInflightRegistry(self._client, self.replica_id, prefix=prefix)
             self.leases = RedisLeases(self._client, self.replica_id, prefix=prefix)
+            self.replicas = RedisReplicaDirectory(self._client, member, prefix=prefix)
 
     @property
     def backend(self) -> str:

@@ -12,10 +12,11 @@ One Redis (or a primary with replicas) is assumed, not Redis Cluster: the multi-
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -103,3 +104,33 @@ class Throttled:
         if now - self._last >= self.every_s:
             self._last = now
             log.warning(message, *args)
+
+
+_retrying: set[asyncio.Task[None]] = set()
+RETRY_EVERY_S = 0.5
+
+
+def retry_when_back(what: str, attempt: Callable[[], Awaitable[object]], give_up_s: float) -> None:
+    """Keep trying `attempt` every half second in the background until Redis takes it, for up to `give_up_s`.
+
+    For the writes that tidy up after work that is over (releasing a session lock, finishing a reply in the
+    registry): left undone while Redis is away, they make others wait for an expiry once it is back (the next
+    message in a thread for the lock's lease, up to 15 s) or mistake a landed reply for an orphan. Retried
+    often, they land within half a second of Redis coming back. `give_up_s` is when the expiry has done the
+    job anyway."""
+
+    async def keep_trying() -> None:
+        give_up = time.monotonic() + give_up_s
+        while time.monotonic() < give_up:
+            await asyncio.sleep(RETRY_EVERY_S)
+            try:
+                await attempt()
+            except RedisError:
+                continue
+            log.info("%s: done now that Redis is back", what)
+            return
+        log.warning("%s: Redis did not come back within %.0fs; gave up", what, give_up_s)
+
+    task = asyncio.get_running_loop().create_task(keep_trying(), name=f"retry: {what}")
+    _retrying.add(task)
+    task.add_done_callback(_retrying.discard)

@@ -25,11 +25,12 @@ from typing import Any, Protocol, runtime_checkable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from coordination._redis import DEFAULT_PREFIX, NOW_LUA, Clock, now_arg, us
+from coordination._redis import DEFAULT_PREFIX, NOW_LUA, Clock, now_arg, retry_when_back, us
 
 log = logging.getLogger("coordination.inflight")
 
 DEFAULT_LEASE_S = 15.0
+FINISH_GIVE_UP_S = 300.0  # how long a finish Redis could not take is retried
 Info = dict[str, Any]
 
 
@@ -83,9 +84,11 @@ class _Tracking:
             try:
                 await asyncio.shield(self.finish(reply_id))
             except RedisError as exc:
+                # Retried every half second: when Redis is back this should beat the other replicas' orphan
+                # sweeps, so an answer that did land is not marked interrupted.
                 log.warning("inflight: reply %s could not be marked finished (%s); retrying", reply_id, exc)
-                _retrying.add(task := asyncio.create_task(_finish_soon(self, reply_id)))
-                task.add_done_callback(_retrying.discard)
+                retry_when_back(f"inflight: finishing reply {reply_id}", lambda: self.finish(reply_id),
+                                FINISH_GIVE_UP_S)
 
     async def reap(self: Any, handler: Callable[[Info], Awaitable[None]], limit: int = 100) -> int:
         """Claim every orphan this replica wins and hand it to `handler` (which edits the message); how many."""
@@ -98,24 +101,6 @@ class _Tracking:
                     log.exception("inflight: handling orphan %s failed", info["reply_id"])
                 handled += 1
         return handled
-
-
-_retrying: set[asyncio.Task[None]] = set()
-FINISH_RETRY_S, FINISH_GIVE_UP_S = 0.5, 300.0
-
-
-async def _finish_soon(registry: InflightRegistry, reply_id: str) -> None:
-    """Keep trying to finish a landed reply while Redis is away: when it is back, this (every half second) should
-    beat other replicas' orphan sweeps, so an answer that did land is not marked interrupted."""
-    give_up = time.monotonic() + FINISH_GIVE_UP_S
-    while time.monotonic() < give_up:
-        await asyncio.sleep(FINISH_RETRY_S)
-        try:
-            await registry.finish(reply_id)
-            return
-        except RedisError:
-            continue
-    log.error("inflight: reply %s could never be marked finished; it may be reported as interrupted", reply_id)
 
 
 async def _renew_every(registry: InflightRegistry, reply_id: str, lease_s: float) -> None:

@@ -10,7 +10,8 @@
   replica that dies (SIGKILL, power loss) stops renewing, and the key is free within one lease: any waiter's
   next poll evicts expired entries. Waiters refresh their own entry on every poll, so a waiter that died
   leaves the queue just as fast and never blocks the ones behind it.
-- Release is compare-and-delete (only this holder's own ticket is removed).
+- Release is compare-and-delete (only this holder's own ticket is removed). A release Redis cannot take (it is
+  away) is retried in the background until it is back, so the thread's next message does not wait out the lease.
 - A lost lease (Redis said the ticket is gone, or no renewal succeeded for a whole lease) sets `lease.lost`
   and is logged as an error; the block is not interrupted (cutting a reply in half helps nobody), so code about
   to commit something that needs exclusivity checks `lease.lost` (or calls `lease.check()`) first.
@@ -36,7 +37,7 @@ from typing import Protocol, runtime_checkable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from coordination._redis import DEFAULT_PREFIX, NOW_LUA, CoordinationUnavailable, us
+from coordination._redis import DEFAULT_PREFIX, NOW_LUA, CoordinationUnavailable, retry_when_back, us
 
 log = logging.getLogger("coordination.locks")
 
@@ -239,10 +240,12 @@ class RedisSessionLocks:
                 await asyncio.wait([lease.asking])
             if not lease.asking.cancelled():
                 lease.asking.exception()  # retrieved here; a Redis failure shows again in the release below
+        keys, args = self._keys(key), ["", lease.token]
         try:
-            outcome = await self._release(keys=self._keys(key), args=["", lease.token])
-        except RedisError as exc:  # the entry expires by itself within one lease
-            log.warning("lock %s: release failed (%s); it frees itself within %.0fs", key, exc, self.lease_s)
+            outcome = await self._release(keys=keys, args=args)
+        except RedisError as exc:  # retried until Redis is back; the entry expires by itself within one lease
+            log.warning("lock %s: release failed (%s); retrying until Redis is back", key, exc)
+            retry_when_back(f"lock {key}: release", lambda: self._release(keys=keys, args=args), self.lease_s)
             return
         if holding and outcome != 1 and not lease.lost:
             lease.lost = True

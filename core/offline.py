@@ -1,8 +1,13 @@
-"""Answers without a language model: the best passages, composed readably.
+"""Answers without a language model: the best passages, quoted readably.
 
 Offline mode is what a newcomer sees before configuring a key, so it must be useful and honest: it says it is
-answering without a language model, quotes the most relevant passages with their titles, and points to a human
+answering without a language model, quotes the part of the knowledge base that answers, and points to a human
 when nothing in the knowledge base is close enough.
+
+Readable means: the section that answers comes first; each source is quoted once, in a few whole sentences
+(`core.quoting`: never cut inside a word, a sentence or a Markdown span), starting where the retrieved chunk
+starts inside its section, or, given the question, at the sentences that share most of its words; each source
+is named and, when it has an address (a synced page), linked.
 """
 
 from __future__ import annotations
@@ -10,70 +15,55 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
+from core.quoting import quote
 from knowledge.types import Passage
 
 MIN_SCORE = 0.30  # below this cosine similarity a passage is not about the question
-MAX_PASSAGES = 2
-MAX_PASSAGE_CHARS = 700
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
+MAX_SOURCES = 2  # documents quoted
+MAX_SENTENCES = 4  # per source: a sentence, a list item, a table or a code block each count one
+MAX_QUOTE_CHARS = 700  # per source, about
+HEADER = "_Offline mode: I'm answering without a language model, straight from the knowledge base._"
 
 
-_STRUCTURED_LINE = re.compile(r"^\s*([-*+]\s|\d+[.)]\s|\||#|>|```)")
-
-
-def unwrap(text: str) -> str:
-    """Join the hard-wrapped lines of prose (documents wrap at ~110 columns; chat clients would show every
-    break). Blank lines, list items, tables, quotes, headings and code blocks keep their lines."""
-    lines: list[str] = []
-    joinable: list[bool] = []  # may the next prose line continue this one?
-    in_fence = False
-    for line in text.split("\n"):
-        fence_line = line.lstrip().startswith("```")
-        prose = not in_fence and not fence_line and bool(line.strip()) and not _STRUCTURED_LINE.match(line)
-        if prose and joinable and joinable[-1]:
-            lines[-1] = f"{lines[-1]} {line.strip()}"
-        else:
-            lines.append(line)
-            joinable.append(prose)
-        if fence_line:
-            in_fence = not in_fence
-    return "\n".join(lines)
-
-
-def _trim(text: str, limit: int) -> str:
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    # Close at the last full sentence, and never leave a code fence open.
-    ends = [m.end() for m in _SENTENCE_END.finditer(cut)]
-    if ends and ends[-1] > limit // 2:
-        cut = cut[: ends[-1]].rstrip()
-    else:
-        cut = cut.rsplit(" ", 1)[0] + " …"
-    if cut.count("```") % 2:
-        cut += "\n```"
-    return cut
-
-
-def compose_offline_answer(passages: Sequence[Passage], *, support_email: str) -> tuple[str, list[Passage]]:
-    """Return the answer text and the passages it quotes."""
-    relevant = [p for p in passages if p.score >= MIN_SCORE][:MAX_PASSAGES]
-    header = "_Offline mode: I'm answering without a language model, straight from the knowledge base._"
-    if not relevant:
+def compose_offline_answer(
+    passages: Sequence[Passage], *, support_email: str, question: str = ""
+) -> tuple[str, list[Passage]]:
+    """Return the answer text and the passages it quotes (one per source, best first)."""
+    relevant = [p for p in passages if p.score >= MIN_SCORE]
+    chosen: list[Passage] = []
+    for passage in relevant:  # best first: one passage per document, the best one
+        if passage.source not in {p.source for p in chosen}:
+            chosen.append(passage)
+        if len(chosen) == MAX_SOURCES:
+            break
+    quoted = [(p, _quote(p, question)) for p in chosen]
+    quoted = [(p, text) for p, text in quoted if text]
+    if not quoted:
         text = (
-            f"{header}\n\nI couldn't find anything in the knowledge base that answers this. "
+            f"{HEADER}\n\nI couldn't find anything in the knowledge base that answers this. "
             f"Please contact {support_email} and a person will help."
         )
         return text, []
-    parts = [header, ""]
-    for passage in relevant:
-        parts.append(f"**{_label(passage)}**")
-        parts.append("")
-        parts.append(_trim(unwrap(passage.text), MAX_PASSAGE_CHARS))
-        parts.append("")
+    parts = [HEADER, ""]
+    for passage, text in quoted:
+        parts += [_heading_line(passage), "", text, ""]
     parts.append(f"If this doesn't answer your question, contact {support_email}.")
-    return "\n".join(parts), relevant
+    return "\n".join(parts), [p for p, _ in quoted]
+
+
+def _quote(passage: Passage, question: str) -> str:
+    """A few whole sentences from the passage's section (or the passage itself), from where it matched."""
+    shown = passage.shown
+    return quote(shown.text, anchor=passage.text, question=question, max_units=MAX_SENTENCES,
+                 max_chars=MAX_QUOTE_CHARS)
+
+
+def _heading_line(passage: Passage) -> str:
+    """`**Title — Section**` and where it comes from: a link when the source is an address, else its path."""
+    label = _label(passage)
+    if re.match(r"https?://", passage.source):
+        return f"**[{label}]({passage.source})**"
+    return f"**{label}** · _{passage.source}_"
 
 
 def _label(passage: Passage) -> str:

@@ -130,6 +130,53 @@ class Settings(BaseSettings):
         """The sample corpus shipped with the package."""
         return Path(__file__).resolve().parent.parent / "knowledge" / "docs"
 
+    # --- knowledge sources (knowledge/sources/; `switchboard sync`, `switchboard sources`) --------------------------
+    # SOURCES_FILE lists the sources synced into the knowledge base (websites, Confluence, Notion, GitHub, Zendesk,
+    # folders), each on its own `every:` while `switchboard run` runs; empty = none. Their secrets are named in it
+    # by environment variable. Status and per-document versions are kept under <data dir>/sources/.
+    sources_file: Path | None = None
+    sources_timeout_s: float = Field(default=30.0, gt=0)  # one HTTP request to a source
+    # A 429 asking to wait longer than this ends that source's sync (it keeps its documents and retries later).
+    sources_max_retry_after_s: float = Field(default=120.0, ge=0)
+    sources_check_s: float = Field(default=30.0, gt=0)  # how often `switchboard run` looks for a source that is due
+
+    @field_validator("sources_file", mode="before")
+    @classmethod
+    def _blank_sources_file(cls, value: object) -> object:
+        """`SOURCES_FILE=` (as in .env.example) means no sources."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def sources_state_dir(self) -> Path:
+        return self.data_dir / "sources"
+
+    # --- the support loop (issue 13: grounded answers, handoff to a person, gaps; README "The support loop") --------
+    # Below this best-passage cosine similarity the bot says it does not know instead of answering (calibrated on
+    # eval/routing.tsv: 0.31 declines 46% of its `none` questions and 2 of 118 answerable ones; see README).
+    confidence_threshold: float = Field(default=0.31, ge=0.0, le=1.0)
+    # Per-channel agents and handoff places; empty = channels.yml beside the agents file, when there is one.
+    channels_file: Path | None = None
+    # Where handoffs go: a Slack channel id (the bot must be a member) and the user group it may ping (S…).
+    slack_handoff_channel: str | None = None
+    slack_handoff_mention: str | None = None
+    # The same on Discord: a channel id, and the staff role it may ping (holders of it may press the staff buttons).
+    discord_handoff_channel: int | None = None
+    discord_handoff_role: int | None = None
+    # A JSON POST per handoff (web, ticketing tools), signed with HMAC-SHA256 of "<timestamp>.<body>" under
+    # HANDOFF_WEBHOOK_SECRET (headers X-Switchboard-Timestamp, X-Switchboard-Signature: sha256=<hex>); retried on
+    # 429/5xx and network errors after 1 s, 2 s, 4 s… up to HANDOFF_WEBHOOK_ATTEMPTS tries in all.
+    handoff_webhook_url: str | None = None
+    handoff_webhook_secret: SecretStr | None = None
+    handoff_webhook_attempts: int = Field(default=4, ge=1, le=10)
+    handoff_webhook_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("channels_file", "slack_handoff_channel", "slack_handoff_mention", "discord_handoff_channel",
+                     "discord_handoff_role", "handoff_webhook_url", "handoff_webhook_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """`SLACK_HANDOFF_CHANNEL=` (as in .env.example) means not configured."""
+        return None if isinstance(value, str) and not value.strip() else value
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings once; tests pass overrides instead of touching the environment."""

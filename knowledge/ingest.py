@@ -135,6 +135,7 @@ def ingest(
                               or _is_excluded(Path(root) / source, root, agents)):
             report.chunks_removed += store.remove_source(source)
             report.files_removed += 1
+    store.sync_lexical()  # the BM25 side: only chunks written above are tokenised; saved in the data directory
     report.seconds = time.perf_counter() - started
     return report
 
@@ -150,3 +151,76 @@ def _write(store: KnowledgeStore, embedder: Embedder, pending: list[tuple[Chunk,
     chunks = [chunk for chunk, _ in pending]
     vectors = embedder.embed_documents([c.embed_text for c in chunks])
     store.add_chunks(chunks, vectors, roots=[root for _, root in pending])
+
+
+# --- documents already loaded (knowledge sources, knowledge/sources/) ---------------------------------------------
+from collections.abc import Collection, Iterable  # noqa: E402 - this section was appended; its imports stay with it
+
+from knowledge.loaders import Document  # noqa: E402
+
+
+def ingest_documents(
+    documents: Iterable[Document],
+    store: KnowledgeStore,
+    *,
+    root: str,
+    keep: Callable[[], Collection[str]] | Collection[str] = (),
+    embedder: Embedder | None = None,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Bring the chunks filed under `root` in line with already-loaded `documents` (a synced source's).
+
+    Same rules as `ingest()`: a document whose agent and content hash are unchanged is skipped (not re-embedded),
+    a changed one replaces its chunks, vectors are computed in batches. `root` marks the chunks as this caller's
+    (a source's `source:<name>`); once `documents` is exhausted, every source under `root` that was neither in
+    `documents` nor in `keep` (those known unchanged or failed this time, left as they are) is removed. `keep` may
+    be a callable, read after `documents` is exhausted, for callers that learn it while producing them.
+    If iterating `documents` raises, nothing is removed: the error propagates after the writes made so far."""
+    if embedder is not None and embedder.name != store.embedder.name:
+        raise EmbeddingMismatchError(
+            f"ingest_documents() was given the embedding model {embedder.name} for a store opened with "
+            f"{store.embedder.name}; open the store with the same embedder."
+        )
+    embedder = embedder or store.embedder
+    started = time.perf_counter()
+    report = IngestReport()
+    known = store.file_hashes()
+    seen: set[str] = set()
+    pending: list[tuple[Chunk, str]] = []
+    for done, document in enumerate(documents, start=1):
+        if progress:
+            progress(document.source, done, 0)
+        report.files_seen += 1
+        if document.source in seen:
+            report.warnings.append(f"{document.source}: listed twice, the second copy skipped")
+            report.files_failed += 1
+            continue
+        seen.add(document.source)
+        previous = known.get(document.source)
+        if previous and previous == (document.agent, document.content_hash, root):
+            report.files_unchanged += 1
+            continue
+        chunks = chunk_document(document)
+        if previous:
+            store.remove_source(document.source)
+            report.files_updated += 1
+            report.chunks_updated += len(chunks)
+        else:
+            report.files_added += 1
+            report.chunks_added += len(chunks)
+        pending.extend((chunk, root) for chunk in chunks)
+        if len(pending) >= EMBED_BATCH:
+            _write(store, embedder, pending)
+            pending = []
+    if pending:
+        _write(store, embedder, pending)
+    kept = set(keep() if callable(keep) else keep)
+    for source, (_, _, stored_root) in sorted(known.items()):
+        if stored_root == root and source not in seen and source not in kept:
+            report.chunks_removed += store.remove_source(source)
+            report.files_removed += 1
+    sync_lexical = getattr(store, "sync_lexical", None)  # the BM25 side, where the store keeps one (as ingest())
+    if sync_lexical is not None:
+        sync_lexical()
+    report.seconds = time.perf_counter() - started
+    return report

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import threading
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,11 +20,14 @@ import numpy as np
 from knowledge.chunking import Chunk
 from knowledge.embeddings import Embedder
 from knowledge.agents import default_agent_names
-from knowledge.rerank import idf_table, rerank
+from knowledge import hybrid
+from knowledge.lexical import LexicalIndex, LexicalSnapshot
 from knowledge.types import Passage
 
 COLLECTION_PREFIX = "switchboard_"
-RERANK_POOL = 10  # candidates fetched by vector search before hybrid re-ranking (at least 3 * k)
+LEXICAL_DIR = "lexical"  # under the data directory: the BM25 index of each agent (`knowledge.lexical`)
+RERANK_POOL = 10  # candidates fetched by vector search before hybrid fusion (at least 3 * k)
+FETCH_BATCH = 1_000  # chunk ids per Chroma `get` when the lexical index fetches texts and vectors
 
 
 class EmbeddingMismatchError(RuntimeError):
@@ -135,6 +139,9 @@ class KnowledgeStore:
 
     `agents` are the names from the agents file (default: the shipped one's), one collection each; ingestion
     files documents under these names only.
+
+    `lexical_dir` keeps the BM25 index of each agent between processes (`open_store` passes
+    `<data dir>/lexical`); None keeps it in memory, built from the collections on first use.
     """
 
     def __init__(
@@ -144,6 +151,7 @@ class KnowledgeStore:
         agents: Sequence[str] | None = None,
         *,
         check_embedder: bool = True,
+        lexical_dir: Path | None = None,
     ) -> None:
         self._client = client
         self.embedder = embedder
@@ -151,8 +159,8 @@ class KnowledgeStore:
         self._lock = threading.RLock()
         names = default_agent_names() if agents is None else agents
         self._collections = {agent: self._open(agent) for agent in names}
-        self._idf: dict[str, dict[str, float]] = {}
-        self.generation = 0  # bumped on every write, so derived caches (IDF, cached documents) know to rebuild
+        self._lexical = LexicalIndex(lexical_dir, embedder.name)  # follows `generation`; see `lexical()`
+        self.generation = 0  # bumped on every write, so derived caches (lexical index, cached documents) rebuild
 
     # --- collections -----------------------------------------------------------------------------------------
     def _metadata(self, agent: str, dim: int | None = None) -> dict[str, Any]:
@@ -296,7 +304,6 @@ class KnowledgeStore:
             self._changed()
 
     def _changed(self) -> None:
-        self._idf.clear()
         self.generation += 1
 
     # --- reading ---------------------------------------------------------------------------------------------
@@ -324,31 +331,57 @@ class KnowledgeStore:
             )
         ]
 
-    def idf(self, agent: str) -> dict[str, float]:
-        """Term rarity in one collection, for the lexical half of hybrid ranking; rebuilt after writes."""
+    # --- the lexical side (`knowledge.lexical`) -------------------------------------------------------------
+    def lexical(self, agent: str) -> LexicalSnapshot:
+        """The agent's BM25 snapshot for the current generation: in step with the collection (only chunks
+        written since the last sync are tokenised), loaded from the lexical directory or rebuilt from the
+        collection when it is missing or stale."""
+        self._collection(agent)  # an unknown agent is a KeyError here, as everywhere
+        return self._lexical.snapshot(agent, self.generation, lambda: self._chunk_rows(agent),
+                                      lambda ids: self._chunk_texts(agent, ids))
+
+    def sync_lexical(self) -> None:
+        """Bring every agent's lexical index in line with its collection and save it (ingestion ends here)."""
+        for agent in self._collections:
+            self._lexical.sync(agent, self.generation, lambda a=agent: self._chunk_rows(a),
+                               lambda ids, a=agent: self._chunk_texts(a, ids))
+
+    def _chunk_rows(self, agent: str) -> list[tuple[str, str]]:
         with self._lock:
-            table = self._idf.get(agent)
-            if table is None:
-                got = self._collection(agent).get(include=["documents", "metadatas"])
-                texts = [f"{m.get('title', '')} {m.get('heading', '')} {d}"
-                         for d, m in zip(got["documents"] or [], got["metadatas"] or [])]
-                table = self._idf[agent] = idf_table(texts)
-            return table
+            got = self._collection(agent).get(include=["metadatas"])
+        return [(chunk_id, str(meta.get("content_hash", "")))
+                for chunk_id, meta in zip(got["ids"], got["metadatas"] or [], strict=True)]
 
+    def _chunk_texts(self, agent: str, ids: list[str]) -> list[tuple[str, str, dict[str, Any], Any]]:
+        """(id, text, metadata, vector) of the given chunks, for the lexical index, in batches."""
+        found: list[tuple[str, str, dict[str, Any], Any]] = []
+        for start in range(0, len(ids), FETCH_BATCH):
+            with self._lock:
+                got = self._collection(agent).get(ids=ids[start:start + FETCH_BATCH],
+                                                  include=["documents", "metadatas", "embeddings"])
+            found.extend(zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True))
+        return found
+
+    # --- retrieval -------------------------------------------------------------------------------------------
     def retrieve(self, agent: str, query: str, k: int) -> list[Passage]:
-        """Top-k passages for a question, best first: vector search, then hybrid re-ranking (`knowledge.rerank`).
+        """Top-k passages for a question, best first: vector search and BM25, fused (`knowledge.hybrid`).
 
-        `score` stays the cosine similarity, so thresholds elsewhere keep their meaning."""
+        `score` stays the cosine similarity, so thresholds elsewhere keep their meaning; `relevance` is the
+        fused score the passages are ordered by; `section` the enclosing section when it fits."""
         return self._retrieve(agent, query, self.embedder.embed_query(query), k)
 
-    def _retrieve(self, agent: str, query: str, vector: np.ndarray, k: int) -> list[Passage]:
-        candidates = self.search(agent, vector, max(k * 3, RERANK_POOL))
-        if not candidates:
+    def _candidates(self, agent: str, query: str, vector: np.ndarray, k: int) -> list[hybrid.Candidate]:
+        found = self.search(agent, vector, max(k * 3, RERANK_POOL))
+        if not found:
             return []
-        return rerank(query, candidates, self.idf(agent), k)
+        return hybrid.candidates(agent, query, vector, found, self.lexical(agent))
+
+    def _retrieve(self, agent: str, query: str, vector: np.ndarray, k: int) -> list[Passage]:
+        return hybrid.fuse(self._candidates(agent, query, vector, k), k, hybrid.lexical_weight(query))
 
     def search_all(self, query: str, k: int, agents: Iterable[str] | None = None) -> list[Passage]:
-        """The best k passages across agents (the query is embedded once), by cosine similarity."""
+        """The best k passages across agents (the query is embedded once): every agent's candidates fused in
+        one ranking, so the order across agents is by the same hybrid relevance as within one."""
         vector = self.embedder.embed_query(query)
-        found = [p for agent in (agents or self._collections) for p in self._retrieve(agent, query, vector, k)]
-        return sorted(found, key=lambda p: p.score, reverse=True)[:k]
+        pool = [c for agent in (agents or self._collections) for c in self._candidates(agent, query, vector, k)]
+        return hybrid.fuse(pool, k, hybrid.lexical_weight(query))

@@ -1,4 +1,4 @@
-"""The `switchboard` command: ask, eval, doctor, ingest, search, run, feedback and migrate.
+"""The `switchboard` command: ask, eval, eval-retrieval, doctor, ingest, search, run, feedback and migrate.
 
 Only wiring lives here; each command calls into the package that does the work (`core`, `knowledge`, `bots`).
 """
@@ -22,6 +22,7 @@ from core.events import Agent, Complete, Error, Sources, Token, event_to_dict
 from core.logging_setup import setup_logging
 from core.settings import Settings, load_settings
 from switchboard.run import run_command
+from switchboard.sources_cli import sources_command, sync_command
 
 app = typer.Typer(help="Switchboard: a support bot for Slack, Discord and the web.", no_args_is_help=True)
 console = Console()
@@ -97,8 +98,11 @@ async def _ask(settings: Settings, key: str, question: str, as_json: bool) -> in
 def evaluate(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="TSV with a header row label<TAB>question."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    answer: bool = typer.Option(False, "--answer", help="Answer each question in full (with a model, its own "
+                                "'the documents do not answer this' counts too); default: routing and retrieval."),
 ) -> None:
-    """Routing accuracy over a labelled TSV: accuracy, per-agent precision/recall and a confusion matrix."""
+    """Routing accuracy over a labelled TSV: accuracy, per-agent precision/recall and a confusion matrix; and how
+    well the bot declines the questions labelled `none` (precision and recall of declining)."""
     from core.evaluation import EvalFileError, load_labelled
 
     settings = _settings()
@@ -108,37 +112,79 @@ def evaluate(
     except EvalFileError as exc:
         err_console.print(f"[red]{exc}[/]")
         raise typer.Exit(2)
-    report = asyncio.run(_evaluate(settings, questions, agents))
+    report = asyncio.run(_evaluate(settings, questions, agents, answer=answer))
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
         return
-    console.print(f"Routing accuracy: [bold]{report.accuracy:.1%}[/] over {len(report.items)} questions")
-    table = Table("agent", "precision", "recall")
-    for name in agents:
+    console.print(f"Accuracy: [bold]{report.accuracy:.1%}[/] over {len(report.items)} questions · routing "
+                  f"accuracy on the answerable ones: [bold]{report.routing_accuracy:.1%}[/]")
+    if report.decline is not None:
+        d = report.decline
+        console.print(f"Declining: precision [bold]{d['precision']:.1%}[/], recall [bold]{d['recall']:.1%}[/] "
+                      f"({d['declined']} declined, {d['unanswerable']} labelled none, "
+                      f"{d['answerable_declined']} answerable declined; threshold {settings.confidence_threshold})")
+    labels = list(report.confusion)
+    table = Table("label", "precision", "recall")
+    for name in labels:
         table.add_row(name, f"{report.precision[name]:.1%}", f"{report.recall[name]:.1%}")
     console.print(table)
-    matrix = Table("label \\ predicted", *agents)
-    for label in agents:
-        matrix.add_row(label, *(str(report.confusion[label][p]) for p in agents))
+    matrix = Table("label \\ predicted", *labels)
+    for label in labels:
+        matrix.add_row(label, *(str(report.confusion[label][p]) for p in labels))
     console.print(matrix)
     misses = [p for p in report.items if p.label != p.predicted]
     for miss in misses:
         console.print(f"[yellow]✗[/] {miss.label} → {miss.predicted} ({miss.confidence:.2f}): {miss.question}")
 
 
-async def _evaluate(settings: Settings, questions: list, agents: tuple[str, ...]) -> object:
-    from core.evaluation import Prediction, score
+async def _evaluate(settings: Settings, questions: list, agents: tuple[str, ...], *, answer: bool = False) -> Any:
     from core.orchestrator import build_orchestrator
+    from core.support_eval import predict
+    from core.evaluation import score
 
     orchestrator = await build_orchestrator(settings)
     try:
-        predictions = []
-        for item in questions:
-            decision = await orchestrator.route(item.question)
-            predictions.append(Prediction(item.question, item.label, decision.agent, round(decision.confidence, 4)))
+        predictions = [await predict(orchestrator, item, answer=answer) for item in questions]
     finally:
         await orchestrator.aclose()
     return score(predictions, list(agents))
+
+
+@app.command(name="eval-retrieval")
+def evaluate_retrieval(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                help="TSV with a header row source<TAB>question; source may end in #Heading."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Retrieval quality over a TSV of questions and the document (or section) that answers each: top-1, top-3
+    and MRR@5, overall and per agent, and the questions whose passage did not come first."""
+    from core.retrieval_eval import RetrievalCasesError, evaluate, load_cases
+
+    settings = _settings()
+    try:
+        cases = load_cases(file)
+    except RetrievalCasesError as exc:
+        err_console.print(f"[red]{exc}[/]", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    store = _open_store(settings)
+    agent_of = {source: agent for source, (agent, _, _) in store.file_hashes().items()}
+    try:
+        report = evaluate(cases, agent_of, store.retrieve)
+    except RetrievalCasesError as exc:
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        return
+    table = Table("agent", "questions", "top-1", "top-3", "MRR@5")
+    for name, m in [*report.per_agent.items(), ("all", report.overall)]:
+        table.add_row(name, str(m.questions), f"{m.top1:.3f}", f"{m.top3:.3f}", f"{m.mrr:.3f}")
+    console.print(table)
+    for miss in report.misses:
+        where = f"rank {miss.rank}" if miss.rank else "not in the top 5"
+        console.print(f"[yellow]✗[/] {miss.case.expected} ({where}): {miss.case.question}", soft_wrap=True,
+                      highlight=False)
+        console.print(f"   got: {', '.join(miss.found[:3])}", soft_wrap=True, highlight=False, style="dim")
 
 
 @app.command()
@@ -168,13 +214,14 @@ def doctor() -> None:
 def _open_store(settings: Any, *, check_embedder: bool = True) -> Any:
     """The store with the configured embedder and the agents file's agents; a model mismatch is printed as the
     fix, exit code 1."""
+    from knowledge.base import lexical_dir
     from knowledge.embeddings import make_embedder
     from knowledge.store import EmbeddingMismatchError, KnowledgeStore, StoreUnavailableError, open_chroma_client
 
     agents = _agents(settings).names
     try:
         return KnowledgeStore(open_chroma_client(settings), make_embedder(settings), agents,
-                              check_embedder=check_embedder)
+                              check_embedder=check_embedder, lexical_dir=lexical_dir(settings))
     except (EmbeddingMismatchError, StoreUnavailableError) as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
@@ -233,8 +280,11 @@ def search_command(
     query: str = typer.Argument(..., help="What to look for."),
     agent: Optional[str] = typer.Option(None, "--agent", help="An agent's name from the agents file (default: all)."),
     k: int = typer.Option(5, "-k", min=1, max=50, help="How many passages."),
+    as_json: bool = typer.Option(False, "--json", help="Print the passages as JSON, for scripts."),
 ) -> None:
-    """Print the passages the knowledge base returns for a query, with scores and sources."""
+    """Print the passages the knowledge base returns for a query, best first, with scores and sources.
+
+    `relevance` is the hybrid score (cosine plus weighted BM25) they are ordered by; `score` the cosine."""
     store = _open_store(load_settings())
     if agent is not None and agent not in store.agents:
         console.print(f"[red]Unknown agent {agent!r}[/]; use one of {', '.join(store.agents)}.")
@@ -243,16 +293,46 @@ def search_command(
         console.print("[yellow]The knowledge base is empty.[/] Run `switchboard ingest` first.")
         raise typer.Exit(1)
     passages = store.retrieve(agent, query, k) if agent else store.search_all(query, k)
-    table = Table("score", "agent", "source", "heading", "passage", show_lines=True)
+    if as_json:
+        print(json.dumps({"query": query, "agent": agent, "passages": [_passage_json(p) for p in passages]},
+                         ensure_ascii=False, indent=2))
+        return
+    from core.quoting import quote
+
+    table = Table(show_lines=True)
+    for column in ("relevance", "score", "agent", "source"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("heading")
+    table.add_column("passage")
     for p in passages:
-        snippet = p.text if len(p.text) <= 300 else p.text[:300] + " …"
-        table.add_row(f"{p.score:.3f}", p.agent, p.source, p.heading, snippet)
+        snippet = p.text if len(p.text) <= 300 else quote(p.text, max_units=3, max_chars=300) + " …"
+        table.add_row(f"{p.relevance:.3f}", f"{p.score:.3f}", p.agent, p.source, p.heading, snippet)
     console.print(table)
+
+
+def _passage_json(passage: Any) -> dict[str, Any]:
+    section = passage.section
+    return {
+        "relevance": passage.relevance,
+        "score": round(passage.score, 6),
+        "agent": passage.agent,
+        "source": passage.source,
+        "title": passage.title,
+        "heading": passage.heading,
+        "text": passage.text,
+        "section": {"heading": section.heading, "text": section.text} if section else None,
+    }
 
 
 # --- the front-ends ------------------------------------------------------------------------------------
 
 app.command(name="run")(run_command)
+
+
+# --- knowledge sources (SOURCES_FILE): `switchboard/sources_cli.py` --------------------------------------------
+
+app.command(name="sync")(sync_command)
+app.command(name="sources")(sources_command)
 
 
 @app.command(name="feedback")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from bots.checks import CHAT_CHECKS
 from core.doctor import CORE_CHECKS, Check, CheckResult
+from switchboard.sync_jobs import check_sources
 from core.settings import Settings
-
 
 
 async def check_coordination(settings: Settings) -> CheckResult:
@@ -24,7 +24,29 @@ async def check_coordination(settings: Settings) -> CheckResult:
     return CheckResult("coordination", True, "Redis answers (shared by the replicas)")
 
 
-CHECKS: tuple[Check, ...] = (*CORE_CHECKS, check_coordination, *CHAT_CHECKS)
+async def check_replicas(settings: Settings) -> list[CheckResult]:
+    """With Redis: the replicas alive on it, and whether one started here with these settings would share their
+    conversations (what `switchboard run` refuses otherwise). Nothing to say without Redis."""
+    from coordination import connect
+    from switchboard.placement import FIX, Placement, clash
+
+    if settings.redis_url is None or not settings.redis_url.get_secret_value():
+        return []
+    coord = connect(settings.redis_url)
+    try:
+        if await coord.ping():
+            return []  # check_coordination already says Redis is unreachable
+        alive = await coord.replicas.members()
+    finally:
+        await coord.aclose()
+    problem = clash(Placement.of(settings, settings.replica_id or "this one"), alive)
+    if problem:
+        return [CheckResult("replicas", False, problem, FIX)]
+    return [CheckResult("replicas", True, f"{len(alive)} alive on this Redis; one started with these settings would "
+                                          "share their conversations")]
+
+
+CHECKS: tuple[Check, ...] = (*CORE_CHECKS, check_coordination, check_replicas, check_sources, *CHAT_CHECKS)
 
 
 async def run_checks(settings: Settings, checks: tuple[Check, ...] = CHECKS) -> list[CheckResult]:

@@ -24,7 +24,10 @@ from coordination import connect as connect_coordination
 from core.checkpoints import CheckpointsUnavailable
 from core.settings import Settings
 from knowledge.agents import AgentsFileError, check_documents
+from knowledge.sources.config import SourcesFileError
 from knowledge.store import StoreUnavailableError
+from switchboard.placement import Membership, Placement
+from switchboard.sync_jobs import start_source_sync
 from switchboard.workers import check_workers, run_workers, worker_position
 
 if TYPE_CHECKING:
@@ -48,30 +51,50 @@ async def _check_store(orchestrator: Orchestrator) -> None:
         raise StartupError(str(exc)) from None
 
 
+def _replica_id(settings: Settings) -> str | None:
+    """REPLICA_ID, told apart per worker (`name/k`): each worker holds its own locks, leases and shards, so two
+    workers of one replica must never look like the same holder. None: coordination makes one up."""
+    index, count = worker_position()
+    if not settings.replica_id or count <= 1:
+        return settings.replica_id
+    return f"{settings.replica_id}/{index}"
+
+
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     from core.orchestrator import build_orchestrator
 
     problems = validate_settings(settings)
     if problems:
         raise StartupError("\n".join(f"{p.message} Fix: {p.fix}" for p in problems))
-    coord = connect_coordination(settings.redis_url, replica_id=settings.replica_id)
+    coord = connect_coordination(settings.redis_url, replica_id=_replica_id(settings))
     problem = await coord.ping()
     if problem:
         await coord.aclose()
         raise StartupError(problem)
+    membership = Membership(coord, Placement.of(settings, coord.replica_id)) if coord.shared else None
     try:
+        if membership is not None:  # before the slow part: a replica that would split conversations stops here
+            await membership.join()
         orchestrator = await build_orchestrator(settings, coordination=coord)
-    except (AgentsFileError, CheckpointsUnavailable, StoreUnavailableError) as exc:  # a bad AGENTS_FILE, an
-        # unreachable Chroma server or an unusable DATABASE_URL: one
-        # sentence with its fix, no traceback (and never the URL's password)
+    except (AgentsFileError, CheckpointsUnavailable, StoreUnavailableError, StartupError) as exc:  # a bad
+        # AGENTS_FILE, an unreachable Chroma server, an unusable DATABASE_URL or a conversation store the other
+        # replicas do not share: one sentence with its fix, no traceback (and never the URL's password)
+        if membership is not None:
+            await membership.aclose()
+        await coord.aclose()
         raise StartupError(str(exc)) from None
     frontends: list[Any] = []
     sweeper: asyncio.Task[None] | None = None
+    syncs: Any = None
     runner: web.AppRunner | None = None
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     try:
         await _check_store(orchestrator)
+        try:
+            syncs = start_source_sync(settings, orchestrator, coord)  # each source on its `every:`; None without
+        except SourcesFileError as exc:  # SOURCES_FILE
+            raise StartupError(str(exc)) from None
         extra_routes: list[web.RouteDef] = []
         if slack_enabled(settings):
             from bots.slack.app import SlackFrontend
@@ -123,12 +146,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             loop.remove_signal_handler(sig)
         if sweeper is not None:
             sweeper.cancel()
+        if syncs is not None:
+            await syncs.stop()
         for frontend in reversed(frontends):
             with contextlib.suppress(Exception):
                 await frontend.stop()
         if runner is not None:
             await runner.cleanup()
         await orchestrator.aclose()
+        if membership is not None:
+            await membership.aclose()
         await coord.aclose()
 
 

@@ -28,7 +28,7 @@ SUBSET = [
     "policy/gdpr.md",
     "policy/security-and-encryption.md",
 ]
-QUESTIONS = [  # (agent, question, the document that must come first), from tests/data/retrieval_cases.tsv
+QUESTIONS = [  # (agent, question, the document that must come first), from eval/retrieval.tsv
     ("billing", "What does the Enterprise plan cost?", "billing/plans-and-pricing.md"),
     ("billing", "we paid for a year three weeks ago, can we get the money back", "billing/refunds.md"),
     ("technical", "what does error E1008 mean", "technical/sdk-errors.md"),
@@ -135,7 +135,7 @@ def test_a_second_client_sees_the_same_data_and_the_first_ones_writes(
     assert first.count("technical") == before
 
 
-@pytest.mark.xfail(strict=True, reason="a store's derived caches (cached-document list, IDF table) are invalidated "
+@pytest.mark.xfail(strict=True, reason="a store's derived caches (cached-document list, BM25 index) are invalidated "
                    "by its own writes only (`KnowledgeStore.generation`), so a replica does not see another "
                    "process's ingestion in its cached documents until it restarts")
 def test_a_replica_sees_another_ones_ingestion_in_its_cached_documents(

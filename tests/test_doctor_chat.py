@@ -44,7 +44,8 @@ def test_the_doctor_runs_the_core_checks_then_the_chat_checks() -> None:
     from switchboard.doctor import CHECKS
 
     assert [check.__name__ for check in CHECKS] == ["check_embeddings", "check_store", "check_checkpoints",
-                                                    "check_llm", "check_coordination", "check_chat_settings",
+                                                    "check_llm", "check_coordination", "check_replicas", "check_sources",
+                                                    "check_chat_settings",
                                                     "check_slack", "check_discord"]
 
 

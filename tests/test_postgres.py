@@ -37,6 +37,7 @@ from pydantic import SecretStr
 from core.events import Agent, Complete, Error
 from core.orchestrator import build_orchestrator
 from tests.conftest import make_settings
+from tests.proxy import CuttableProxy
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed: run `pip install -e '.[dev]'`")
 
@@ -338,46 +339,6 @@ async def test_doctor_reports_a_reachable_postgres_and_its_tables(schema, tmp_pa
     after = await check_checkpoints(settings)
     assert after.ok and after.detail.startswith("Postgres ") and "tables ready" in after.detail
     assert PASSWORD not in before.detail + after.detail
-
-
-class CuttableProxy:
-    """A TCP proxy on loopback in front of Postgres that a test can cut (Postgres "goes away": connections
-    dropped, new ones refused) and restore on the same port."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        self._writers.clear()
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._writers += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 async def test_health_reports_postgres_going_away_and_the_service_recovers(ingested_dir, tmp_path, server,

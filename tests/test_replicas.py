@@ -31,10 +31,12 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.slack import BOT_ID, CHANNEL, FakeSlack, Message
-from tests.replica_harness import (SWITCHBOARD_EXE, Replica, connection_of, free_port, get_json, listeners,
-                                   post_chat, postgres_problem, postgres_schema, redis_database, redis_problem,
-                                   replica_env, spawn, start_replicas, wait_ready)
+from tests.fakes.slack import CHANNEL, FakeSlack
+from tests.replica_harness import (BRISK_TAG, MARKER, SLOW_TAG, SWITCHBOARD_EXE, Replica, answered, bot_messages,
+                                   connection_of, describe_threads, free_port, get_json, has_feedback, listeners, logs,
+                                   on_fake, post_chat, postgres_problem, postgres_schema, redis_database,
+                                   redis_problem, replica_env, responder, settled, spawn, start_replicas, wait_fake,
+                                   wait_ready)
 
 NO_EXE = (None if SWITCHBOARD_EXE.exists() else
           f"no `switchboard` console script at {SWITCHBOARD_EXE}: run `pip install -e .` in the venv")
@@ -42,93 +44,12 @@ MISSING = [problem for problem in (NO_EXE, redis_problem(), postgres_problem()) 
 needs_servers = pytest.mark.skipif(bool(MISSING), reason="; ".join(MISSING))
 pytestmark = pytest.mark.timeout(120)
 
-MARKER = "▌"
 # Redis database numbers, one per cluster (Switchboard has no key-prefix setting); each is flushed before and after.
 DB_TRIO, DB_WORKERS = 10, 11
 ORPHAN_DEADLINE_S = 30.0  # the issue: "within 30 s another replica finds the reply's expired lease"
 
 
-# --- reading the fake Slack (always on its own loop: its state is not thread-safe) -----------------------------
-
-def on_fake(slack: FakeSlack, fn: Callable[[], Any]) -> Any:
-    async def call() -> Any:
-        return fn()
-    return slack.run(call())
-
-
-def wait_fake(slack: FakeSlack, predicate: Callable[[], Any], timeout: float, what: str,
-              replicas: list[Replica] | None = None) -> Any:
-    """The predicate's first truthy value, evaluated on the fake's loop; on timeout, fail with the logs."""
-    try:
-        return slack.run(slack.wait_for(predicate, timeout, what), timeout + 10)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{describe_threads(slack)}"
-                    f"{logs(replicas or [])}", pytrace=False)
-
-
-def bot_messages(slack: FakeSlack, channel: str, thread_ts: str) -> list[Message]:
-    return [m for m in slack.thread_messages(channel, thread_ts) if m.bot_id == BOT_ID]
-
-
-def has_feedback(message: Message) -> bool:
-    return any(block.get("block_id") == "feedback" for block in message.blocks or [])
-
-
-IN_PROGRESS = (MARKER, "Thinking…", "is looking into it…")  # the cursor, the placeholder, the agent tag alone
-
-
-def settled(message: Message) -> bool:
-    """Shows neither a placeholder nor the in-progress cursor."""
-    return not any(sign in message.text for sign in IN_PROGRESS)
-
-
-def answered(slack: FakeSlack, channel: str, thread_ts: str, count: int = 1) -> bool:
-    """At least `count` complete answers in the thread, and nothing left in progress."""
-    replies = bot_messages(slack, channel, thread_ts)
-    return (sum(1 for m in replies if has_feedback(m)) >= count and all(settled(m) for m in replies))
-
-
-def describe_threads(slack: FakeSlack) -> str:
-    def collect() -> str:
-        lines = []
-        for channel, store in slack.messages.items():
-            for message in sorted(store.values(), key=lambda m: float(m.ts)):
-                who = "bot" if message.bot_id == BOT_ID else "user"
-                text = message.text.replace("\n", " ")
-                text = text if len(text) <= 100 else f"{text[:60]} … {text[-35:]}"  # the end shows the cursor
-                lines.append(f"  {channel} {message.ts} (thread {message.thread_ts}) {who}: {text!r}"
-                             f"{' [final]' if has_feedback(message) else ''}")
-        return "fake Slack messages:\n" + "\n".join(lines[-60:]) + "\n"
-    return on_fake(slack, collect)
-
-
-def logs(replicas: list[Replica], limit: int = 4000) -> str:
-    return "".join(f"\n--- replica {r.name} (pid {r.pid}, exit {r.process.returncode}) log:\n{r.log(limit)}"
-                   for r in replicas)
-
-
-# --- the fake model: slow for questions that ask for it ---------------------------------------------------------
-
-SLOW_TAG = "slowly"  # a question containing it is answered with LONG_ANSWER at the slow rate
-BRISK_TAG = "briskly"  # … or at the brisk rate
-LONG_ANSWER = " ".join(
-    f"Step {n}: open the admin console, check the integration settings and save them again." for n in range(1, 40))
 MAX_CHARS = 800  # SLACK_MAX_CHARS of the replicas: LONG_ANSWER (about 3,400 characters) takes several messages
-
-
-def responder(slow: float, brisk: float = 20.0) -> Callable[[dict[str, Any]], Any]:
-    """Routing calls get the default (schema filled by keywords); answers to questions containing SLOW_TAG or
-    BRISK_TAG stream LONG_ANSWER at `slow` or `brisk` words a second, any other answer a short text at once."""
-    from tests.fakes.openai_server import Reply, default_responder, question_of, requested_schema
-
-    def respond(body: dict[str, Any]) -> Any:
-        if requested_schema(body) is not None or body.get("tools"):
-            return default_responder(body)
-        question = question_of(body)
-        if SLOW_TAG in question or BRISK_TAG in question:
-            return Reply(text=LONG_ANSWER, tokens_per_s=slow if SLOW_TAG in question else brisk)
-        return Reply(text="Open Settings, then Billing, and pick the plan you want. (Source: test)")
-    return respond
 
 
 # --- fixtures -----------------------------------------------------------------------------------------------------

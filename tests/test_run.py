@@ -291,3 +291,18 @@ async def test_serve_starts_discord_beside_the_web_server_and_answers(corpus_set
         await asyncio.wait_for(task, 15)
     assert task.exception() is None and closed_orchestrators == ["closed"]
     assert fake.gateway_connections == 0  # disconnected on shutdown
+
+
+def test_each_worker_of_a_named_replica_gets_its_own_id(monkeypatch, tmp_path) -> None:
+    """Workers hold their own locks, leases and shards: with REPLICA_ID set they must not share one holder id."""
+    from switchboard.run import _replica_id
+    from switchboard.workers import WORKER_ENV
+
+    settings = make_settings(tmp_path, replica_id="web-1")
+    monkeypatch.setenv(WORKER_ENV, "1/2")
+    assert _replica_id(settings) == "web-1/1"
+    monkeypatch.setenv(WORKER_ENV, "0/2")
+    assert _replica_id(settings) == "web-1/0"
+    monkeypatch.delenv(WORKER_ENV)
+    assert _replica_id(settings) == "web-1"
+    assert _replica_id(make_settings(tmp_path)) is None
