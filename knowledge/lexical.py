@@ -149,6 +149,17 @@ class LexicalSnapshot:
             total += HEADING_WEIGHT * head
         return total
 
+    def nearest(self, vector: np.ndarray, k: int) -> list[tuple[ChunkRecord, float]]:
+        """The k chunks closest to a unit query vector, best first, with their cosine similarity: an exact
+        search (numpy releases the GIL in the product, so concurrent questions search side by side)."""
+        n = min(k, len(self.records))
+        if n <= 0:
+            return []
+        sims = self.vectors @ vector
+        best = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
+        best = best[np.argsort(-sims[best], kind="stable")]
+        return [(self.records[i], float(sims[i])) for i in best]
+
     def top(self, scores: np.ndarray, n: int) -> list[tuple[int, float]]:
         """(position, BM25) of the n best chunks with a positive score in `scores` (from `scores()`), best
         first."""
