@@ -221,7 +221,7 @@ def _profiled():
 
 
 async def _measure(data_dir: Path) -> dict[str, float]:
-    from aiohttp import ClientSession, TCPConnector
+    from aiohttp import ClientSession
 
     from core.orchestrator import build_orchestrator
     from bench.corpus import ingested_copy

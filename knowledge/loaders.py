@@ -51,7 +51,8 @@ def _decode(path: Path, data: bytes) -> str:
         raise UnreadableFile(f"{path}: not UTF-8 (byte {exc.start}), skipped; save it as UTF-8") from exc
 
 
-def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """(front matter as a dict, the text after it); no or unreadable front matter gives ({}, text)."""
     match = _FRONT_MATTER.match(text)
     if not match:
         return {}, text
@@ -146,7 +147,7 @@ def load_document(path: Path, root: Path, agents: Collection[str] | None = None)
             meta = {}
             title, text = _html_to_text(raw)
         else:
-            meta, text = _split_front_matter(raw)
+            meta, text = split_front_matter(raw)
             title = str(meta.get("title", "")).strip()
     if meta.get("ingest") is False:
         return None

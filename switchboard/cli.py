@@ -1,4 +1,5 @@
-"""The `switchboard` command: ask, eval, eval-retrieval, doctor, ingest, search, run, feedback and migrate.
+"""The `switchboard` command: ask, eval, eval-retrieval, doctor, ingest, search, run, feedback, migrate, gaps and
+draft-article.
 
 Only wiring lives here; each command calls into the package that does the work (`core`, `knowledge`, `bots`).
 """
@@ -23,6 +24,7 @@ from core.logging_setup import setup_logging
 from core.settings import Settings, load_settings
 from switchboard.run import run_command
 from switchboard.sources_cli import sources_command, sync_command
+from switchboard.support_cli import draft_article_command, gaps_command
 
 app = typer.Typer(help="Switchboard: a support bot for Slack, Discord and the web.", no_args_is_help=True)
 console = Console()
@@ -335,6 +337,12 @@ app.command(name="sync")(sync_command)
 app.command(name="sources")(sources_command)
 
 
+# --- the support loop: `switchboard/support_cli.py` -----------------------------------------------------------
+
+app.command(name="gaps")(gaps_command)
+app.command(name="draft-article")(draft_article_command)
+
+
 @app.command(name="feedback")
 def feedback_command(as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
                      recent: int = typer.Option(10, help="How many of the latest 👎 to list.")) -> None:
@@ -383,6 +391,14 @@ async def _migrate(settings: Settings) -> list[str]:
     lines = [await migrate(settings)]
     await store.setup()
     lines.append(f"feedback: {store.where}, ready")
+    from bots.support.store import support_store  # handoffs and the support log (bots.support)
+
+    support = support_store(settings)
+    try:
+        await support.setup()
+    finally:
+        await support.aclose()
+    lines.append(f"support: {support.where}, ready")
     return lines
 
 

@@ -8,11 +8,11 @@ files (GitHub) keep their text, with YAML front matter read for `title:` and `ag
 from __future__ import annotations
 
 import re
-from typing import Any
 
-import yaml
+from knowledge.loaders import split_front_matter
 
-_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
+__all__ = ["confluence_storage_to_markdown", "first_heading", "html_to_markdown", "split_front_matter"]
+
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
@@ -50,18 +50,6 @@ def confluence_storage_to_markdown(storage: str) -> str:
     for element in soup.find_all(re.compile(r"^(ac|ri):")):
         element.unwrap()
     return html_to_markdown(str(soup))
-
-
-def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
-    """(front matter as a dict, the text after it); no or unreadable front matter gives ({}, text)."""
-    match = _FRONT_MATTER.match(text)
-    if not match:
-        return {}, text
-    try:
-        meta = yaml.safe_load(match.group(1)) or {}
-    except yaml.YAMLError:
-        meta = {}
-    return (meta if isinstance(meta, dict) else {}), text[match.end():]
 
 
 def first_heading(text: str) -> str:
