@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import threading
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -323,22 +324,32 @@ class LocalMiniLM:
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
-        """One text's vector; repeated questions come from a small LRU cache (returned arrays are read-only)."""
+        """One text's vector; repeated questions come from a small LRU cache (returned arrays are read-only),
+        keyed by `query_key`, so "How do I reset my password?" and "how do i reset my  password?" (a burst
+        repeats itself with small differences) cost one forward pass."""
+        key = query_key(text)
         with self._lock:
-            cached = self._cache.get(text)
+            cached = self._cache.get(key)
             if cached is not None:
-                self._cache.move_to_end(text)
+                self._cache.move_to_end(key)
                 return cached
         vector = self._queries.embed(text)
         vector.flags.writeable = False  # shared through the cache: a caller must not change it in place
         with self._lock:
-            self._cache[text] = vector
+            self._cache[key] = vector
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return vector
 
 
 from knowledge.openai_embeddings import OpenAIEmbedder  # noqa: E402 - re-exported: the "openai" choice
+
+
+def query_key(text: str) -> str:
+    """The text as the model's (uncased BERT) tokenizer sees it: lower case, accents stripped, white space
+    folded. Texts with the same key get the same vector, so the query cache may treat them as one."""
+    folded = unicodedata.normalize("NFD", text.lower())
+    return " ".join("".join(ch for ch in folded if unicodedata.category(ch) != "Mn").split())
 
 
 # --- choosing one -----------------------------------------------------------------------------------------------

@@ -101,6 +101,20 @@ def test_query_cache_returns_the_same_read_only_vector() -> None:
     assert model.embed_query("cached question") is not first
 
 
+def test_questions_differing_only_in_case_accents_and_spacing_share_one_forward_pass() -> None:
+    model = LocalMiniLM(query_cache_size=8)
+    variants = ["How do I reset my password?", "how do i RESET my   password?", "How do I réset my password?\n"]
+    # The model itself gives them one vector (its tokenizer lower-cases, strips accents and folds spaces)...
+    direct = model.embed_documents(variants)
+    assert np.abs(direct - direct[0]).max() < 1e-6
+    # ...so the query cache answers the variants without another forward pass.
+    first = model.embed_query(variants[0])
+    passes = model._queries.passes
+    assert all(model.embed_query(v) is first for v in variants[1:])
+    assert model._queries.passes == passes
+    assert model.embed_query("How do I reset my password!") is not first  # punctuation changes the vector
+
+
 async def test_concurrent_calls_from_worker_threads_give_the_serial_results() -> None:
     model = local_model()
     groups = [[f"thread {g} text {i} about refunds and API keys" * (1 + i % 3) for i in range(6)] for g in range(4)]
