@@ -6,6 +6,9 @@ Every front-end is the same three steps:
    outcome (the same metric names and meanings everywhere: first token = first answer text visible to the
    user), and tracking the task so shutdown can land or mark it;
 3. a `bots.surface.Surface` of its own that knows the platform's calls and limits.
+
+With a support desk (`bots.support.desk`), a conversation a person is handling gets no answer (the message is
+kept as a note), a request for a person in words becomes the handoff, and every turn's outcome is recorded.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from bots import metrics
 from bots.inflight import Inflight, ReplyTracker
 from bots.pacing import Clock, EditPacer, Sleep
 from bots.streaming import StreamingReply
+from bots.support.desk import HandoffRequest
 from bots.surface import RateLimited, ReplyOutcome, Surface, SurfaceGone, spending
 from core.events import Event
 
@@ -49,6 +53,7 @@ class Inbound:
     user: str | None
     place: Any = None
     addressed: bool = True
+    channel: str | None = None  # the platform channel (a thread counts as its parent): per-channel settings
 
 
 def intent_of(text: str) -> Intent:
@@ -82,7 +87,7 @@ class AnswerPipeline:
 
     def __init__(self, orchestrator: Any, platform: str, texts: PlatformTexts, *, edit_interval_s: float = 1.0,
                  clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep, keep: int = 200,
-                 replies: Any | None = None) -> None:
+                 replies: Any | None = None, support: Any | None = None) -> None:
         self.orchestrator = orchestrator
         self.platform = platform
         self.texts = texts
@@ -90,6 +95,7 @@ class AnswerPipeline:
         self.inflight = Inflight(platform)
         self.recent: deque[tuple[str, ReplyOutcome]] = deque(maxlen=keep)  # (session key, outcome), newest last
         self.replies = replies  # the replicas' registry of replies in flight (coordination), or None
+        self.support = support  # the support desk (handoffs, quiet threads, outcomes), or None
         self._clock = clock
         self._sleep = sleep
 
@@ -101,6 +107,10 @@ class AnswerPipeline:
                      reply: Callable[[Surface], Reply] | None = None) -> ReplyOutcome | None:
         """Answer one message on `surface`; returns the outcome of a streamed answer (None for help/reset)."""
         started = self._clock() if started is None else started
+        if self.support is not None and await self.support.quiet(inbound.session_key):
+            # A person handles this conversation: the bot says nothing, and keeps the message for the record.
+            await self.support.note(self.platform, inbound.session_key, inbound.user, inbound.text)
+            return None
         intent = intent_of(inbound.text)
         if intent == "help":
             await self.say(surface, self.texts.usage)
@@ -116,7 +126,7 @@ class AnswerPipeline:
         if isinstance(renderer, StreamingReply):
             renderer.on_post = tracker.posted
         try:
-            await renderer.run(self._events(inbound))
+            await renderer.run(self._events(inbound, surface))
         except asyncio.CancelledError:  # shutdown: the renderer landed an "interrupted" note; count it, then stop
             self.record(inbound.session_key, renderer.outcome, started)
             raise
@@ -129,11 +139,18 @@ class AnswerPipeline:
         self.record(inbound.session_key, renderer.outcome, started)
         return renderer.outcome
 
-    async def _events(self, inbound: Inbound) -> AsyncIterator[Event]:
+    async def _events(self, inbound: Inbound, surface: Surface) -> AsyncIterator[Event]:
         """The core's events; a core that raises (even when called) fails inside the stream, where the renderer
         turns it into a readable error. The core's stream is always closed, releasing its session lock."""
         user = f"{inbound.platform}:{inbound.user}" if inbound.user else None
-        stream = self.orchestrator.respond(inbound.session_key, inbound.text, user=user)
+        limits = {"channel": (inbound.platform, inbound.channel)} if inbound.channel and getattr(
+            self.orchestrator, "channels", None) else {}
+        stream = self.orchestrator.respond(inbound.session_key, inbound.text, user=user, **limits)
+        if self.support is not None:
+            where = getattr(surface, "where", None)
+            request = HandoffRequest(inbound.platform, inbound.session_key, inbound.user, inbound.channel,
+                                     where() if where is not None else {}, "words")
+            stream = self.support.watch(stream, request, inbound.text)
         async with contextlib.aclosing(stream):
             async for event in stream:
                 yield event

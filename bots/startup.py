@@ -56,4 +56,7 @@ def validate_settings(settings: Settings) -> list[Problem]:
                                 "Set OPENAI_API_KEY, or OPENAI_BASE_URL for a local server, or LLM_PROVIDER=auto."))
     if not 0 < settings.web_port < 65536:
         problems.append(Problem(f"WEB_PORT={settings.web_port} is not a valid port.", "Use a port like 8000."))
+    from bots.support.checks import support_problems  # handoff settings (issue 13); imports this module's Problem
+
+    problems.extend(support_problems(settings))
     return problems

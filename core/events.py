@@ -1,7 +1,9 @@
 """The typed event stream every front-end consumes.
 
 `Orchestrator.respond()` yields these in order: `Start`, then `Agent` once routed, any number of `Token`s, at
-most one `Sources`, and exactly one terminal `Complete` or `Error`. Front-ends switch on the class (or on
+most one `Sources`, and exactly one terminal `Complete` or `Error`. A message asking for a person yields
+`Handoff` (and no `Agent` or `Token`) before its `Complete`: the front-end hands the thread to a person and
+tells the user so. Front-ends switch on the class (or on
 `type` when the event crossed a wire as JSON).
 """
 
@@ -57,6 +59,17 @@ class Complete:
     retrieval_ms: float = 0.0
     tokens: int = 0
     text: str = ""  # the whole answer, so a front-end that missed tokens can still land it
+    confidence: float | None = None  # the best passage's cosine similarity (`core.grounding`); None: no passages
+    declined: bool = False  # the bot said it does not know (and offered a person) instead of answering
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """The user asked for a person ("can I talk to a human?"); no agent answered. The front-end requests the
+    handoff (`bots.support`) and streams what happens next."""
+
+    type: ClassVar[str] = "handoff"
+    reason: str = "asked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +80,7 @@ class Error:
     partial_text: str = ""  # what had been streamed before the failure, kept for the user
 
 
-Event = Union[Start, Agent, Token, Sources, Complete, Error]
+Event = Union[Start, Agent, Token, Sources, Handoff, Complete, Error]
 TERMINAL = (Complete, Error)
 
 

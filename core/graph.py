@@ -5,6 +5,11 @@ agent, the agents used and two timestamps. Everything that matters only for the 
 decision, timings, sources, a failure) lives in a `TurnContext` passed as the run's context, never in the
 checkpoint. Tokens leave the graph through LangGraph's custom stream writer, so only agent nodes can ever put
 text in front of a user; the router's structured decision is never streamed.
+
+Grounded or honest (`core.grounding`): an agent node declines, streaming what it searched and the way to a
+person instead of an answer, when its passages are too far from the question (or, with a model, when the model
+says the documents do not answer). A message asking for a person ends at the router: it writes a `handoff`
+chunk and no agent runs.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 from pydantic import BaseModel, Field, create_model
 
+from core.grounding import MarkerGate, assess, decline_text
 from core.knowledge_port import KnowledgeBase
-from core.offline import compose_offline_answer, stream_pieces
+from core.offline import HEADER as OFFLINE_HEADER, compose_offline_answer, stream_pieces
 from core.prompts import agent_system_prompt, router_system_prompt, user_turn
 from core.retry import RetryPolicy, StreamFailed, call_with_retries, stream_with_retries
 from core.router import RouteDecision, SemanticRouter
@@ -70,6 +76,10 @@ class TurnContext:
     sources: list[Passage] = field(default_factory=list)
     failure: StreamFailed | None = None
     output_tokens: int | None = None
+    allowed_agents: tuple[str, ...] | None = None  # the channel's agents (`core.channels`); None = all
+    confidence: float | None = None  # the best passage's cosine similarity (`core.grounding`)
+    declined: bool = False  # the bot said it does not know instead of answering
+    handoff: bool = False  # the message asked for a person; no agent answered
 
 
 class RouteChoice(BaseModel):
@@ -137,15 +147,19 @@ def build_graph(brain: Brain, checkpointer: Any) -> Any:
         question = _last_question(state)
         previous = state.get("agent")
         started = time.perf_counter()
-        decision = await decide_route(brain, question, previous, ctx.session_key)
+        decision = await decide_route(brain, question, previous, ctx.session_key, allowed=ctx.allowed_agents)
         ctx.decision = decision
         ctx.route_ms = (time.perf_counter() - started) * 1000
+        if decision.handoff:  # a request for a person: the front-end hands the thread over, no agent answers
+            ctx.handoff = True
+            writer({"kind": "handoff"})
+            return Command(goto=END, update={"messages": _marked_handoff(state), "updated_at": time.time()})
         spec = brain.agents[decision.agent]
         writer({"kind": "agent", "name": spec.name, "label": spec.label, "reason": decision.reason})
         return Command(goto=spec.name, update={"agent": spec.name})
 
     builder = StateGraph(ConversationState, context_schema=TurnContext)
-    builder.add_node("router", route, destinations=brain.agents.names)
+    builder.add_node("router", route, destinations=(*brain.agents.names, END))
     for spec in brain.agents.values():
         builder.add_node(spec.name, _agent_node(brain, spec))
         builder.add_edge(spec.name, END)
@@ -153,21 +167,36 @@ def build_graph(brain: Brain, checkpointer: Any) -> Any:
     return builder.compile(checkpointer=checkpointer)
 
 
-async def decide_route(brain: Brain, question: str, previous: str | None, session_key: str) -> RouteDecision:
-    """Semantic routing first; the language model only when the semantic router is unsure and one exists."""
-    decision = await asyncio.to_thread(brain.router.route, question, previous)
+def _marked_handoff(state: ConversationState) -> list[AnyMessage]:
+    """The question, replaced in place (same id) by a copy marked as a request for a person, so a transcript
+    (`core.transcript`) can tell it from the questions the bot was asked."""
+    messages = state.get("messages", [])
+    if not messages or not isinstance(messages[-1], HumanMessage):
+        return []
+    last = messages[-1]
+    return [last.model_copy(update={"additional_kwargs": {**last.additional_kwargs, "handoff": True}})]
+
+
+async def decide_route(brain: Brain, question: str, previous: str | None, session_key: str, *,
+                       allowed: tuple[str, ...] | None = None) -> RouteDecision:
+    """Semantic routing first; the language model only when the semantic router is unsure and one exists.
+    `allowed` limits the choice to a channel's agents."""
+    limit = {"allowed": allowed} if allowed else {}  # a router without channel limits is called as before
+    decision = await asyncio.to_thread(brain.router.route, question, previous, **limit)
     if not decision.confident and brain.llm is not None:
-        decision = await _ask_llm_to_route(brain, question, previous, decision, session_key)
+        decision = await _ask_llm_to_route(brain, question, previous, decision, session_key, allowed)
     return decision
 
 
 async def _ask_llm_to_route(
-    brain: Brain, question: str, previous: str | None, semantic: RouteDecision, session_key: str
+    brain: Brain, question: str, previous: str | None, semantic: RouteDecision, session_key: str,
+    allowed: tuple[str, ...] | None = None,
 ) -> RouteDecision:
     assert brain.llm is not None
-    schema = route_choice_model(brain.agents.names)
+    names = tuple(n for n in brain.agents.names if not allowed or n in allowed)
+    schema = route_choice_model(names)
     chooser = brain.llm.with_structured_output(schema, method="function_calling").with_config(tags=["nostream"])
-    system = router_system_prompt(brain.agents, previous)
+    system = router_system_prompt({n: brain.agents[n] for n in names}, previous if previous in names else None)
     try:
         choice = await call_with_retries(
             lambda: chooser.ainvoke([SystemMessage(system), HumanMessage(question)]),
@@ -178,7 +207,7 @@ async def _ask_llm_to_route(
     except StreamFailed:
         # The semantic router's best guess is still a good answer; routing must not fail the turn.
         return semantic
-    if not isinstance(choice, RouteChoice) or choice.agent not in brain.agents:
+    if not isinstance(choice, RouteChoice) or choice.agent not in names:
         return semantic
     return RouteDecision(
         agent=choice.agent,
@@ -227,23 +256,54 @@ def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[s
             citable = citable[:CITED_FROM_CACHED]
         ctx.retrieval_ms = (time.perf_counter() - started) * 1000
 
-        if offline:
-            text, used = compose_offline_answer(passages, support_email=settings.support_email)
-            for piece in stream_pieces(text):
-                writer({"kind": "token", "text": piece})
-                await asyncio.sleep(0)  # let other sessions' streams interleave
+        follow_up = any(isinstance(m, AIMessage) for m in state.get("messages", []))
+        grounding = assess(passages or citable, settings.confidence_threshold,
+                           defer_to_model=not offline and follow_up)
+        ctx.confidence = grounding.confidence
+        if not grounding.grounded:
+            text = _declined(brain, ctx, spec, offline)
+            await _stream_text(text, writer)
+        elif offline:
+            text, used = compose_offline_answer(passages, support_email=settings.support_email, question=question)
+            await _stream_text(text, writer)
             ctx.sources = used
         else:
             text = await _stream_llm_answer(brain, spec, state, question, passages, cached, ctx, writer)
-            ctx.sources = _worth_citing(citable)
+            ctx.sources = [] if ctx.declined else _worth_citing(citable)
 
         update: dict[str, Any] = {"agents_used": [spec.name], "updated_at": time.time()}
         if text:
-            update["messages"] = [AIMessage(content=text, response_metadata={"agent": spec.name})]
+            update["messages"] = [AIMessage(content=text, response_metadata=_turn_metadata(spec, ctx))]
         return update
 
     answer.__name__ = f"{spec.name}_agent"
     return answer
+
+
+async def _stream_text(text: str, writer: Callable[[Any], None]) -> None:
+    """A composed answer (offline, or a decline) streamed in small pieces, like a model's."""
+    for piece in stream_pieces(text):
+        writer({"kind": "token", "text": piece})
+        await asyncio.sleep(0)  # let other sessions' streams interleave
+
+
+def _declined(brain: Brain, ctx: TurnContext, spec: AgentSpec, offline: bool) -> str:
+    """The honest answer of a turn the knowledge base cannot ground: what was searched, and the way to a
+    person. Marks the turn declined (no sources: nothing was used)."""
+    ctx.declined = True
+    ctx.sources = []
+    searched = [spec.name, *(name for name in (ctx.decision.probes if ctx.decision else {}) if name != spec.name)]
+    text = decline_text([brain.agents[name].label for name in searched if name in brain.agents],
+                        support_email=brain.settings.support_email)
+    return f"{OFFLINE_HEADER}\n\n{text}" if offline else text
+
+
+def _turn_metadata(spec: AgentSpec, ctx: TurnContext) -> dict[str, Any]:
+    """Kept with the answer in the conversation: who answered, how sure, from what (a handoff's ticket and the
+    session transcript read it)."""
+    return {"agent": spec.name, "declined": ctx.declined,
+            "confidence": None if ctx.confidence is None else round(ctx.confidence, 4),
+            "sources": [{"title": p.title, "source": p.source} for p in ctx.sources]}
 
 
 def _probed(brain: Brain, ctx: TurnContext, agent: str) -> list[Passage] | None:
@@ -294,12 +354,23 @@ async def _stream_llm_answer(
                 yield chunk.content
 
     produced: list[str] = []
+    gate = MarkerGate()  # the model's "the documents do not answer this" never reaches the user
+
+    def show(text: str) -> None:
+        if text:
+            produced.append(text)
+            writer({"kind": "token", "text": text})
+
     try:
         async for piece in stream_with_retries(
             pieces, brain.retry_policy, brain.sleep, log_context=f"[{ctx.session_key}] {spec.name}"
         ):
-            produced.append(piece)
-            writer({"kind": "token", "text": piece})
+            show(gate.feed(piece))
     except StreamFailed as failure:
         ctx.failure = failure
+    show(gate.close())
+    if gate.declined and ctx.failure is None:
+        text = _declined(brain, ctx, spec, offline=False)
+        await _stream_text(text, writer)
+        return text
     return "".join(produced)

@@ -20,7 +20,8 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
 from core.checkpoints import open_checkpointer  # re-exported: callers used to import it from here
-from core.events import Agent, Complete, Error, Event, SourceRef, Sources, Start, Token
+from core.channels import ChannelSettings, load_channel_settings
+from core.events import Agent, Complete, Error, Event, Handoff, SourceRef, Sources, Start, Token
 from core.graph import Brain, TurnContext, build_graph, decide_route
 from core.health import HealthReport, probe
 from core.knowledge_port import KnowledgeBase
@@ -28,6 +29,7 @@ from core.retry import USER_MESSAGES, RetryPolicy
 from core.router import RouteDecision, SemanticRouter
 from coordination import CoordinationUnavailable, LocalSessionLocks, SessionLocks
 from core.sessions import SessionInfo
+from core.transcript import Turn, turns_of
 from core.settings import Settings
 from knowledge.agents import AgentRegistry, load_agents
 
@@ -52,14 +54,17 @@ class Orchestrator:
         *,
         on_close: Callable[[], Awaitable[None]] | None = None,
         coordination: Any | None = None,
+        channels: ChannelSettings | None = None,
     ) -> None:
         self.settings = settings
+        self.channels = channels or ChannelSettings()  # per-channel agents and handoff places (`core.channels`)
         self.coordination = coordination  # shared with the other replicas (Redis), reported by health()
         self.brain = brain
         self.checkpointer = checkpointer
         self.graph = build_graph(brain, checkpointer)
         self._locks: SessionLocks = coordination.locks if coordination is not None else LocalSessionLocks()
         self._on_close = on_close
+        self._shared: dict[str, Any] = {}  # `shared()`: objects the front-ends share, closed with this
 
     @property
     def agents(self) -> AgentRegistry:
@@ -81,8 +86,10 @@ class Orchestrator:
             )
         return None
 
-    async def respond(self, session_key: str, text: str, user: str | None = None) -> AsyncIterator[Event]:
-        """Answer one message in a session, as a stream of events (see `core.events`)."""
+    async def respond(self, session_key: str, text: str, user: str | None = None, *,
+                      channel: tuple[str, str] | None = None) -> AsyncIterator[Event]:
+        """Answer one message in a session, as a stream of events (see `core.events`). `channel` is the
+        (platform, channel id) it was asked in: a channel limited to some agents routes among those only."""
         started = time.perf_counter()
         yield Start(session_key)
         question = clean_message(text)
@@ -94,7 +101,7 @@ class Orchestrator:
         ended = False
         try:
             async with self._locks.hold(session_key), contextlib.aclosing(
-                    self._turn(session_key, question, started)) as turn:
+                    self._turn(session_key, question, started, self.channels.agents_for(channel))) as turn:
                 async for event in turn:
                     ended = ended or isinstance(event, (Complete, Error))
                     yield event
@@ -103,9 +110,10 @@ class Orchestrator:
             if not ended:
                 yield Error("unavailable", USER_MESSAGES["unavailable"])
 
-    async def _turn(self, session_key: str, question: str, started: float) -> AsyncIterator[Event]:
+    async def _turn(self, session_key: str, question: str, started: float,
+                    allowed: tuple[str, ...] | None = None) -> AsyncIterator[Event]:
         """One turn of the graph, inside the session's lock."""
-        ctx = TurnContext(session_key=session_key)
+        ctx = TurnContext(session_key=session_key, allowed_agents=allowed)
         config = {"configurable": {"thread_id": session_key}}
         now = time.time()
         graph_input = {"messages": [HumanMessage(question)], "created_at": now, "updated_at": now}
@@ -121,6 +129,8 @@ class Orchestrator:
                 if kind == "agent":
                     agent_name = chunk["name"]
                     yield Agent(chunk["name"], chunk["label"], chunk.get("reason", ""))
+                elif kind == "handoff":
+                    yield Handoff()
                 elif kind == "token" and chunk["text"]:
                     if first_token_ms is None:
                         first_token_ms = (time.perf_counter() - started) * 1000
@@ -152,11 +162,35 @@ class Orchestrator:
             retrieval_ms=ctx.retrieval_ms,
             tokens=ctx.output_tokens or len(pieces),
             text="".join(pieces),
+            confidence=None if ctx.confidence is None else round(ctx.confidence, 4),
+            declined=ctx.declined,
         )
 
     async def route(self, question: str, previous_agent: str | None = None) -> RouteDecision:
         """Routing alone, as a turn would do it (used by `switchboard eval`)."""
         return await decide_route(self.brain, clean_message(question), previous_agent, "eval")
+
+    async def assess(self, question: str) -> tuple[RouteDecision, float | None, bool]:
+        """Routing and the retrieval half of the confidence check, as a first turn would do them, without
+        answering: (decision, confidence, declined). `switchboard eval` predicts "none" when it declines."""
+        from core.grounding import assess
+
+        question = clean_message(question)
+        decision = await self.route(question)
+        if decision.handoff:
+            return decision, None, False
+        passages = decision.probes.get(decision.agent)
+        if passages is None:
+            passages = tuple(await asyncio.to_thread(self.brain.knowledge.retrieve, decision.agent, question,
+                                                     self.settings.retrieval_k))
+        grounding = assess(list(passages), self.settings.confidence_threshold)
+        return decision, grounding.confidence, not grounding.grounded
+
+    async def transcript(self, session_key: str) -> list[Turn]:
+        """The session's turns as remembered: each question with the bot's answer, agent, confidence and sources
+        (a handoff's ticket, `switchboard draft-article`)."""
+        state = await self.graph.aget_state({"configurable": {"thread_id": session_key}})
+        return turns_of((state.values or {}).get("messages") or [])
 
     async def session_info(self, session_key: str) -> SessionInfo | None:
         state = await self.graph.aget_state({"configurable": {"thread_id": session_key}})
@@ -183,7 +217,21 @@ class Orchestrator:
         async with self._locks.hold(session_key):
             await self.checkpointer.adelete_thread(session_key)
 
+    def shared(self, name: str, build: Callable[[], Any]) -> Any:
+        """The one object called `name` for this orchestrator, built on first use and closed (its `aclose()`)
+        when the orchestrator closes: what every front-end of a process shares without the composition root
+        wiring it (the support desk, `bots.support.desk.desk_for`)."""
+        if name not in self._shared:
+            self._shared[name] = build()
+        return self._shared[name]
+
     async def aclose(self) -> None:
+        shared, self._shared = list(self._shared.values()), {}
+        for thing in reversed(shared):
+            try:
+                await thing.aclose()
+            except Exception:  # noqa: BLE001 - closing the rest matters more
+                log.exception("closing %s failed", type(thing).__name__)
         if self._on_close is not None:
             await self._on_close()
             self._on_close = None
@@ -217,6 +265,7 @@ async def build_orchestrator(
     from core.llm import build_chat_model
 
     agents = agents if agents is not None else load_agents(settings.agents_file)
+    channels = load_channel_settings(settings, agents)  # before anything opens: one sentence per mistake
     if embedder is None:
         from knowledge.embeddings import make_embedder
 
@@ -237,7 +286,7 @@ async def build_orchestrator(
         retry_policy=retry_policy or RetryPolicy(max_retries=settings.llm_max_retries),
         sleep=sleep,
     )
-    return Orchestrator(settings, brain, checkpointer, on_close=close, coordination=coordination)
+    return Orchestrator(settings, brain, checkpointer, on_close=close, coordination=coordination, channels=channels)
 
 
 def build_router(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from core.grounding import NO_ANSWER_MARKER
 from knowledge.agents import AgentSpec
 from knowledge.types import Passage
 
@@ -41,8 +42,10 @@ def agent_system_prompt(
         *handoff,
         "Answer only from the reference documents and passages you are given. Quote prices, limits and dates "
         "exactly as they appear there; never invent a figure, a policy or a feature.",
-        "When the knowledge base does not contain the answer, say so plainly and suggest contacting "
-        f"{support_email}, where a person will help.",
+        "When the reference documents and passages do not contain the answer, reply with exactly "
+        f"{NO_ANSWER_MARKER} and nothing else; the user is then told plainly that you do not know and offered a "
+        f"person. If they answer only part of the question, answer that part and say the rest is best asked of "
+        f"{support_email}.",
         "Cite the documents you used by title, for example (Source: Plans and pricing).",
         "Be concise and friendly. Use short paragraphs, bullet lists and fenced code blocks where they help. "
         "Never mention @here, @channel or @everyone, and never tag people.",

@@ -9,6 +9,10 @@ Two signals, both from the local embedding model and both cheap:
 The blend is normalised per question; the margin between the best and second-best agent is the confidence.
 A follow-up stays with the thread's agent unless another agent wins clearly.
 
+A message asking for a person ("can I talk to a human?") is recognised first (`core.handoff_intent`, with the
+same embedding of the question) and routed to no agent: the decision says `handoff`. A channel limited to some
+agents (`core.channels`) routes among those only (`allowed`).
+
 One retrieval per turn: a knowledge probe is the agent's own retrieval (the same call, `probe_k` passages), and
 the decision carries what each probe found, so the agent that wins answers from its probe instead of embedding
 and searching the same question a second time.
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.handoff_intent import PERSON_EXAMPLES, PERSON_SIMILARITY, asks_for_person
 from knowledge.agents import AgentSpec
 from knowledge.types import Passage
 
@@ -41,6 +46,7 @@ class RouteDecision:
     reason: str
     scores: Mapping[str, float] = field(default_factory=dict)
     probes: Mapping[str, tuple[Passage, ...]] = field(default_factory=dict)  # each probed agent's retrieval
+    handoff: bool = False  # the message asks for a person: no agent answers it
 
 
 class SemanticRouter:
@@ -69,6 +75,11 @@ class SemanticRouter:
         for name, spec in self._agents.items():
             texts = [spec.description, *spec.examples]
             self._prototypes[name] = np.asarray(embed_texts(texts), dtype=np.float32)
+        self._person = np.asarray(embed_texts(list(PERSON_EXAMPLES)), dtype=np.float32)
+
+    def wants_person(self, query: str, vector: np.ndarray) -> bool:
+        """Whether the message asks for a person rather than an answer (`core.handoff_intent`)."""
+        return asks_for_person(query) or float((self._person @ vector).max()) >= PERSON_SIMILARITY
 
     def utterance_scores(self, query_vector: np.ndarray) -> dict[str, float]:
         scores: dict[str, float] = {}
@@ -94,10 +105,13 @@ class SemanticRouter:
             scores[name] = max((p.score for p in passages), default=0.0)
         return scores, probes
 
-    def scores(self, query: str, previous_agent: str | None = None
-               ) -> tuple[dict[str, float], dict[str, tuple[Passage, ...]]]:
-        vector = np.asarray(self._embed_query(query), dtype=np.float32)
+    def scores(self, query: str, previous_agent: str | None = None, *, vector: np.ndarray | None = None,
+               allowed: Sequence[str] | None = None) -> tuple[dict[str, float], dict[str, tuple[Passage, ...]]]:
+        if vector is None:
+            vector = np.asarray(self._embed_query(query), dtype=np.float32)
         utterance = self.utterance_scores(vector)
+        if allowed:
+            utterance = {name: score for name, score in utterance.items() if name in allowed}
         # Only the agents the utterances rank highest are probed: the last one would need both signals to turn
         # round to win, and each probe is a vector search plus a re-rank (a fifth of a routing decision). A
         # thread's current agent is always probed, so a follow-up is weighed on both signals before it switches.
@@ -109,12 +123,21 @@ class SemanticRouter:
             return utterance, probes
         blended = {
             name: UTTERANCE_WEIGHT * utterance[name] + (1 - UTTERANCE_WEIGHT) * knowledge.get(name, 0.0)
-            for name in self._names
+            for name in utterance
         }
         return blended, probes
 
-    def route(self, query: str, previous_agent: str | None = None) -> RouteDecision:
-        scores, probes = self.scores(query, previous_agent)
+    def route(self, query: str, previous_agent: str | None = None, *,
+              allowed: Sequence[str] | None = None) -> RouteDecision:
+        """The agent for `query` (among `allowed`, when given), or a handoff when it asks for a person."""
+        allowed = [name for name in allowed if name in self._agents] if allowed else None
+        if allowed and previous_agent not in allowed:
+            previous_agent = None
+        vector = np.asarray(self._embed_query(query), dtype=np.float32)
+        if self.wants_person(query, vector):
+            agent = previous_agent or (allowed or self._names)[0]
+            return RouteDecision(agent, 0.0, True, "asked for a person", handoff=True)
+        scores, probes = self.scores(query, previous_agent, vector=vector, allowed=allowed)
         ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
         best, best_score = ranked[0]
         second_score = ranked[1][1] if len(ranked) > 1 else 0.0  # an agents file may define a single agent

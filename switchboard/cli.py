@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.events import Agent, Complete, Error, Sources, Token, event_to_dict
+from core.events import Agent, Complete, Error, Handoff, Sources, Token, event_to_dict
 from core.logging_setup import setup_logging
 from core.settings import Settings, load_settings
 from switchboard.run import run_command
@@ -86,8 +86,14 @@ async def _ask(settings: Settings, key: str, question: str, as_json: bool) -> in
                 sys.stdout.flush()
             elif isinstance(event, Sources):
                 console.print("\n\n[dim]Sources: " + "; ".join(f"{s.title} ({s.source})" for s in event.items) + "[/]")
+            elif isinstance(event, Handoff):
+                console.print("🙋 Asked for a person: on Slack, Discord or the chat page this hands the "
+                              "conversation to the team.")
             elif isinstance(event, Complete):
-                console.print(f"\n[dim]{event.agent} · {event.duration_ms:.0f} ms · session {key}[/]")
+                confidence = "" if event.confidence is None else f" · confidence {event.confidence:.2f}"
+                declined = " · declined" if event.declined else ""
+                console.print(f"\n[dim]{event.agent or 'nobody'} · {event.duration_ms:.0f} ms{confidence}{declined} "
+                              f"· session {key}[/]")
             elif isinstance(event, Error):
                 console.print(f"\n[bold red]{event.user_message}[/]")
                 status = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bots.checks import CHAT_CHECKS
+from bots.support.checks import check_support
 from core.doctor import CORE_CHECKS, Check, CheckResult
 from switchboard.sync_jobs import check_sources
 from core.settings import Settings
@@ -46,7 +47,8 @@ async def check_replicas(settings: Settings) -> list[CheckResult]:
                                           "share their conversations")]
 
 
-CHECKS: tuple[Check, ...] = (*CORE_CHECKS, check_coordination, check_replicas, check_sources, *CHAT_CHECKS)
+CHECKS: tuple[Check, ...] = (*CORE_CHECKS, check_coordination, check_replicas, check_sources, *CHAT_CHECKS,
+                             check_support)
 
 
 async def run_checks(settings: Settings, checks: tuple[Check, ...] = CHECKS) -> list[CheckResult]:

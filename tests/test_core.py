@@ -90,7 +90,8 @@ async def test_routing_accuracy_offline_is_at_least_90_percent(offline, eval_fil
     from tests.conftest import ROOT
 
     AGENTS = offline.agents.names
-    questions = load_labelled(ROOT / "eval" / eval_file, list(AGENTS))
+    # Routing is scored on the answerable questions; the `none` ones are the decline's (tests/test_grounding.py).
+    questions = [q for q in load_labelled(ROOT / "eval" / eval_file, list(AGENTS)) if q.label != "none"]
     predictions = []
     for item in questions:
         decision = await offline.route(item.question)
@@ -202,7 +203,8 @@ async def test_no_retry_after_the_first_token(corpus_settings, fake) -> None:
 
 async def test_router_output_never_reaches_tokens(corpus_settings, fake) -> None:
     # A router that is never confident forces the language model to decide every time.
-    settings = llm_settings(corpus_settings, fake, router_confidence=10.0)
+    # (confidence_threshold=0: the vague question must reach the model, not be declined for weak passages)
+    settings = llm_settings(corpus_settings, fake, router_confidence=10.0, confidence_threshold=0.0)
     fake.responder = lambda body: (Reply(tool_arguments={"agent": "policy", "reason": "SECRET-ROUTER-JSON"})
                                    if body.get("tools") else Reply(text="plain answer"))
     orchestrator = await build_orchestrator(settings)

@@ -30,6 +30,7 @@ from bots.discord.feedback import (
     feedback_view,
     install,
 )
+from bots.discord.handoff import AskForPersonButton
 from bots.feedback import read_feedback, summarize
 from core.orchestrator import build_orchestrator
 from core.settings import Settings
@@ -107,7 +108,7 @@ async def test_the_view_never_times_out_so_discordpy_keeps_the_buttons_registere
     """A view with a timeout unregisters its dynamic items when it expires, silencing every button."""
     view = feedback_view("discord:thread:1")
     assert view.timeout is None and view.is_persistent()
-    assert [type(item) for item in view.children] == [FeedbackButton, FeedbackButton]
+    assert [type(item) for item in view.children] == [FeedbackButton, FeedbackButton, AskForPersonButton]
 
 
 # ---- the fake speaks the component protocol -----------------------------------------------------------------------
@@ -128,7 +129,8 @@ async def test_fake_stores_components_and_delivers_a_click_to_the_real_client(tm
             await sent.edit(content="an answer, edited")
             stored = fake.message(sent.id)
             assert [b["custom_id"] for b in fake.buttons_of(stored)] == [custom_id("up", "discord:dm:5"),
-                                                                        custom_id("down", "discord:dm:5")]
+                                                                        custom_id("down", "discord:dm:5"),
+                                                                        "sb:ho:discord:dm:5"]
             assert all(isinstance(b["id"], int) for b in fake.buttons_of(stored))
             reply = await click(fake, stored, custom_id("down", "discord:dm:5"))
             with pytest.raises(LookupError):
@@ -164,8 +166,9 @@ async def test_the_final_message_carries_both_buttons_in_the_same_edit_as_the_fi
             key, final = await answered_mention(fake, frontend)
     thread_id = int(final["channel_id"])
     assert key == thread_key(thread_id)
-    assert [b["custom_id"] for b in fake.buttons_of(final)] == [f"sb:fb:up:{key}", f"sb:fb:down:{key}"]
-    assert [b.get("emoji", {}).get("name") for b in fake.buttons_of(final)] == ["👍", "👎"]
+    assert [b["custom_id"] for b in fake.buttons_of(final)] == [f"sb:fb:up:{key}", f"sb:fb:down:{key}",
+                                                                f"sb:ho:{key}"]
+    assert [b.get("emoji", {}).get("name") for b in fake.buttons_of(final)] == ["👍", "👎", "🙋"]
     [write] = component_writes(fake)
     edits = fake.edits_of(int(final["id"]))
     assert write["content"] == final["content"] == edits[-1]["content"] and write["allowed_mentions"] == NO_PINGS
@@ -224,7 +227,8 @@ async def test_ask_puts_the_buttons_on_the_interaction_response(corpus_settings,
             assert original is not None and outcome.status == "done"
             reply = await click(fake, original, f"sb:fb:up:{key}")
     assert key.endswith(f":ask:{interaction['id']}")
-    assert [b["custom_id"] for b in fake.buttons_of(original)] == [f"sb:fb:up:{key}", f"sb:fb:down:{key}"]
+    assert [b["custom_id"] for b in fake.buttons_of(original)] == [f"sb:fb:up:{key}", f"sb:fb:down:{key}",
+                                                                   f"sb:ho:{key}"]
     assert reply["content"] == THANKS["up"]
     assert [r["session_key"] for r in read_feedback(corpus_settings.data_dir)] == [key]
 

@@ -46,7 +46,7 @@ def test_the_doctor_runs_the_core_checks_then_the_chat_checks() -> None:
     assert [check.__name__ for check in CHECKS] == ["check_embeddings", "check_store", "check_checkpoints",
                                                     "check_llm", "check_coordination", "check_replicas", "check_sources",
                                                     "check_chat_settings",
-                                                    "check_slack", "check_discord"]
+                                                    "check_slack", "check_discord", "check_support"]
 
 
 async def test_a_check_that_raises_is_reported_and_the_others_still_run(tmp_path) -> None:

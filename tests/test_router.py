@@ -34,8 +34,9 @@ class Probe:
 
 
 def router(query_vector: np.ndarray, probe: Probe) -> SemanticRouter:
-    def embed_texts(texts):
-        return np.stack([np.eye(3, dtype=np.float32)[AXES[t]] for t in texts])
+    def embed_texts(texts):  # an agent's texts lie on its axis; any other text (the requests for a person) on none
+        return np.stack([np.eye(3, dtype=np.float32)[AXES[t]] if t in AXES else np.zeros(3, np.float32)
+                         for t in texts])
 
     return SemanticRouter({n: spec(n) for n in AXES}, embed_texts, lambda q: query_vector, probe,
                           min_margin=0.05, switch_margin=0.08)

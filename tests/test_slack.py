@@ -153,7 +153,7 @@ async def test_a_mention_streams_a_threaded_reply_that_ends_as_the_full_tagged_a
     assert "Technical" in blocks["context"]["elements"][0]["text"]
     assert "Sources:" in blocks["context"]["elements"][0]["text"]
     buttons = blocks["actions"]["elements"]
-    assert [b["action_id"] for b in buttons] == ["feedback_up", "feedback_down"]
+    assert [b["action_id"] for b in buttons] == ["feedback_up", "feedback_down", "handoff_request"]
     assert buttons[0]["value"] == session_key(TEAM_ID, CHANNEL, event["ts"])
     assert slack.rate_limited_count == 0
 

@@ -51,10 +51,12 @@ from bots.discord.conversation import (
 from bots.discord.inbound import PLATFORM, THREAD_TYPES, Place, inbound_from_message, reply_chain_inbound
 from bots.discord.clients import ShardedSwitchboardClient, SwitchboardClient
 from bots.discord.gateway import BAD_TOKEN, MISSING_INTENT, GatewayConnection
+from bots.discord.handoff import register as register_staff
 from bots.discord.shards import ShardKeeper
 from bots.discord.surface import NO_MENTIONS, ChannelSurface, DiscordSurface, InteractionSurface
 from bots.pacing import BudgetPool
 from bots.pipeline import AnswerPipeline, Inbound, PlatformTexts, intent_of
+from bots.support.desk import desk_or_none
 from coordination import connect as connect_coordination
 from core.retry import USER_MESSAGES
 from core.settings import Settings
@@ -111,8 +113,11 @@ class DiscordFrontend(GatewayConnection):
                                                      settings.discord_edit_window_s, local=BudgetPool)
         # One reply edits at most as often as the channel's whole budget allows on average (1/s by default).
         self.edit_interval_s = settings.discord_edit_window_s / max(1, settings.discord_edits_per_window)
+        # Handoffs, quiet threads and outcomes (`bots.support`); the staff place is DISCORD_HANDOFF_CHANNEL.
+        self.support = desk_or_none(orchestrator)
+        self.staff = register_staff(self.support, self)
         self.pipeline = AnswerPipeline(orchestrator, PLATFORM, self._texts(), edit_interval_s=self.edit_interval_s,
-                                       replies=self.coordination.inflight)
+                                       replies=self.coordination.inflight, support=self.support)
         self.recent = self.pipeline.recent  # (session key, outcome), newest last
         self.platform_429s = 0  # 429 responses seen, including those discord.py retried by itself
         self.commands_note = "slash commands not synced"
@@ -220,7 +225,9 @@ class DiscordFrontend(GatewayConnection):
         key = self._conversation_of(interaction, in_thread)
         if key is None:  # a channel, outside any thread: this /ask starts a conversation of its own
             key = ask_key(interaction.guild_id or 0, channel_id, interaction.id)
-        inbound = Inbound(PLATFORM, key, question, str(interaction.user.id), place=interaction)
+        channel = getattr(interaction.channel, "parent_id", None) if in_thread else interaction.channel_id
+        inbound = Inbound(PLATFORM, key, question, str(interaction.user.id), place=interaction,
+                          channel=str(channel) if channel and interaction.guild_id else None)
         self.pipeline.inflight.spawn(self._answer_interaction(inbound, channel_id, started))
 
     async def _answer_interaction(self, inbound: Inbound, channel_id: int, started: float) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from bots.discord import commands, feedback
+from bots.discord import commands, feedback, handoff
 from bots.discord.surface import NO_MENTIONS
 from bots.feedback import feedback_store
 from bots.startup import StartupError
@@ -34,6 +34,7 @@ def _wire(client: Any, frontend: DiscordFrontend) -> None:
     commands.register(client.tree, frontend)
     # 👍/👎 under answers, also those sent before a restart; into feedback.jsonl, or Postgres with DATABASE_URL
     feedback.install(client, feedback_store(frontend.settings))
+    handoff.install(client, frontend)  # "Talk to a person" and the staff buttons, also after a restart
 
 
 class SwitchboardClient(discord.Client):

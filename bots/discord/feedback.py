@@ -93,9 +93,14 @@ def feedback_view(session_key: str) -> discord.ui.View:
     `timeout=None` matters: discord.py stores the view when the message is edited with it, and a view that
     times out unregisters its dynamic items from the client, which would silence every button until a restart.
     """
+    # The same row carries "Talk to a person" (bots.support); imported here because bots.discord.handoff imports
+    # the surface, which imports this module.
+    from bots.discord.handoff import AskForPersonButton
+
     view = discord.ui.View(timeout=None)
     view.add_item(FeedbackButton("up", session_key))
     view.add_item(FeedbackButton("down", session_key))
+    view.add_item(AskForPersonButton(session_key))
     return view
 
 

@@ -75,14 +75,26 @@ def inbound_from_message(message: discord.Message, *, me_id: int, allowed_guilds
         else:
             return None
     return Inbound(platform=PLATFORM, session_key=key, text=question_of(message, me_id),
-                   user=str(message.author.id), place=Place(kind, message))
+                   user=str(message.author.id), place=Place(kind, message), channel=channel_of(message))
+
+
+def channel_of(message: discord.Message) -> str | None:
+    """The guild channel a message counts as for per-channel settings (a thread counts as its parent); None in
+    DMs."""
+    if message.guild is None:
+        return None
+    channel: Any = message.channel
+    if getattr(channel, "type", None) in THREAD_TYPES:
+        return str(getattr(channel, "parent_id", None) or channel.id)
+    return str(channel.id)
 
 
 def reply_chain_inbound(inbound: Inbound) -> Inbound:
     """A `new` mention where threads are refused: the reply chain rooted at the message is the conversation."""
     message = inbound.place.message
     key = reply_chain_key(message.guild.id, message.channel.id, message.id)
-    return Inbound(inbound.platform, key, inbound.text, inbound.user, Place("reply", message), inbound.addressed)
+    return Inbound(inbound.platform, key, inbound.text, inbound.user, Place("reply", message), inbound.addressed,
+                   inbound.channel)
 
 
 def replied_conversation(message: discord.Message, me_id: int, conversations: ConversationMap | None) -> str | None:

@@ -193,6 +193,11 @@ class ChannelSurface(DiscordSurface):
         self.reply_to = reply_to
         self.typing_every_s = typing_every_s  # Discord shows the indicator for about 10 s per trigger
 
+    def where(self) -> dict[str, int | None]:
+        """The conversation's channel (a thread, a DM), as a handoff's link and notices need it."""
+        guild = getattr(self.channel, "guild", None)
+        return {"guild_id": guild.id if guild is not None else None, "channel_id": self.channel.id}
+
     def locate(self, handle: discord.Message) -> dict[str, int]:
         """Where a message is, for another replica that must mark it interrupted if this one dies."""
         return {"channel_id": handle.channel.id, "message_id": handle.id}
@@ -238,6 +243,10 @@ class InteractionSurface(DiscordSurface):
                  session_key: str | None = None, budget: Budget | None = None) -> None:
         super().__init__(max_chars, session_key, budget)
         self.interaction = interaction
+
+    def where(self) -> dict[str, int | None]:
+        """Where the command was run, as a handoff's link and notices need it."""
+        return {"guild_id": self.interaction.guild_id, "channel_id": self.interaction.channel_id}
 
     async def _post(self, text: str, buttons: discord.ui.View | None
                     ) -> discord.InteractionMessage | discord.WebhookMessage:

@@ -8,6 +8,9 @@ Who gets an answer, and where:
   `/ask` or `/ask help` → usage, only to the asker.
 - `reset` addressed to the bot → the thread's conversation starts over; a bare mention or `help` → usage.
 - 👍/👎 under an answer → recorded with the session key (`bots.feedback`).
+- "Talk to a person" under an answer, or asking for one in words → a handoff (`bots.support.desk`): the staff
+  message in SLACK_HANDOFF_CHANNEL with its buttons (`bots.slack.handoff`), and the bot quiet in the thread
+  until staff hand it back or resolve it.
 One thread is one session (`slack:<team>:<channel>:<thread_ts>`), so memory follows the thread across restarts.
 
 Reliability: bolt acks before any work (answers run in tasks this class tracks); a redelivered event or the
@@ -37,9 +40,11 @@ from bots.feedback import feedback_store
 from bots.pipeline import AnswerPipeline, Inbound, PlatformTexts, intent_of
 from bots.slack.inbound import Thread, delivery_keys, inbound_from_ask, inbound_from_event, session_key
 from bots.slack.mrkdwn import defuse_broadcasts, escape
+from bots.slack.handoff import HANDOFF_REQUEST, NOT_STAFF, STAFF_ACTIONS, SlackStaff
 from bots.slack.native import NativeStreamReply
 from bots.slack.surface import FEEDBACK_DOWN, FEEDBACK_UP, SlackLimits, SlackThreadSurface
 from bots.startup import StartupError
+from bots.support.desk import HandoffRequest, desk_or_none
 from bots.surface import Surface, shows_in_progress
 from core.retry import USER_MESSAGES
 from core.settings import Settings
@@ -87,9 +92,13 @@ class SlackFrontend:
         self.coordination = coordination or connect_coordination(None)
         self.limits = limits or SlackLimits(coordination=self.coordination)
         self.usage = usage_text(getattr(orchestrator, "agents", None))
+        self.support = desk_or_none(orchestrator)  # handoffs, quiet threads, outcomes (shared by the front-ends)
+        self.staff = SlackStaff(self.client, settings)
+        if self.support is not None:
+            self.support.register(self.staff)
         self.pipeline = AnswerPipeline(orchestrator, "slack", PlatformTexts(self.usage, RESET_DONE),
                                        replies=self.coordination.inflight,
-                                       edit_interval_s=settings.slack_edit_interval_s)
+                                       edit_interval_s=settings.slack_edit_interval_s, support=self.support)
         self.bot_user_id: str | None = None
         self.bot_name: str | None = None
         self._handler: AsyncSocketModeHandler | None = None
@@ -157,6 +166,9 @@ class SlackFrontend:
         self.app.command("/ask")(self._on_ask)
         self.app.action(FEEDBACK_UP)(self._on_feedback)
         self.app.action(FEEDBACK_DOWN)(self._on_feedback)
+        self.app.action(HANDOFF_REQUEST)(self._on_handoff_request)
+        for action_id in STAFF_ACTIONS:
+            self.app.action(action_id)(self._on_staff_action)
         self.app.error(self._on_error)
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
@@ -209,6 +221,39 @@ class SlackFrontend:
             text = "Sorry, your vote could not be saved. Please try again in a minute."
         with contextlib.suppress(Exception):
             await respond(response_type="ephemeral", replace_original=False, text=text)
+
+    async def _on_handoff_request(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """"Talk to a person" under an answer: the handoff runs in a task (bolt's ack cannot wait for a webhook's
+        retries); what happens next is posted in the thread."""
+        await ack()
+        container = body.get("container") or {}
+        channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+        thread_ts = container.get("thread_ts") or container.get("message_ts")
+        if self.support is None or not channel or not thread_ts:
+            return
+        request = HandoffRequest("slack", action.get("value", ""), (body.get("user") or {}).get("id"), channel,
+                                 {"channel": channel, "thread_ts": thread_ts}, "button")
+        self.pipeline.inflight.spawn(self._hand_off(request))
+
+    async def _hand_off(self, request: HandoffRequest) -> None:
+        assert self.support is not None
+        text = await self.support.request(request)
+        await self.staff.tell_thread(request.where, text)
+
+    async def _on_staff_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
+        """Take it / Hand back / Resolved on a staff message: members of its channel only."""
+        await ack()
+        user = (body.get("user") or {}).get("id") or ""
+        channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id") or ""
+        if self.support is None or not await self.staff.is_staff(channel, user):
+            with contextlib.suppress(Exception):
+                await respond(response_type="ephemeral", replace_original=False, text=NOT_STAFF)
+            return
+        name = await self.staff.user_label(user)
+        result = await self.support.act(STAFF_ACTIONS[action["action_id"]], action.get("value", ""), user, name)
+        if result.record is None:  # already taken, resolved…: only the presser is told
+            with contextlib.suppress(Exception):
+                await respond(response_type="ephemeral", replace_original=False, text=result.message)
 
     # --- answering -----------------------------------------------------------------------------------------
     async def _is_our_thread(self, key: str) -> bool:

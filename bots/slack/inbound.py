@@ -67,7 +67,7 @@ def inbound_from_event(body: dict[str, Any], bot_user_id: str | None) -> Inbound
         return None
     return Inbound(platform=PLATFORM, session_key=session_key(team, channel, thread_ts),
                    text=question_of(event.get("text") or "", bot_user_id), user=event.get("user"),
-                   place=Thread(channel, thread_ts), addressed=addressed)
+                   place=Thread(channel, thread_ts), addressed=addressed, channel=channel)
 
 
 def inbound_from_ask(command: dict[str, Any], posted_ts: str) -> Inbound:
@@ -75,7 +75,7 @@ def inbound_from_ask(command: dict[str, Any], posted_ts: str) -> Inbound:
     channel = command["channel_id"]
     return Inbound(platform=PLATFORM, session_key=session_key(command.get("team_id"), channel, posted_ts),
                    text=(command.get("text") or "").strip(), user=command.get("user_id"),
-                   place=Thread(channel, posted_ts))
+                   place=Thread(channel, posted_ts), channel=channel)
 
 
 def delivery_keys(body: dict[str, Any]) -> tuple[Any, Any]:

@@ -33,6 +33,7 @@ GONE_ERRORS = frozenset({"channel_not_found", "not_in_channel", "is_archived", "
                          "team_access_not_granted", "restricted_action"})
 FEEDBACK_UP = "feedback_up"
 FEEDBACK_DOWN = "feedback_down"
+HANDOFF_REQUEST = "handoff_request"  # "Talk to a person" (`bots.slack.handoff`)
 
 
 class SlackLimits:
@@ -56,7 +57,7 @@ def render_slack(view: ReplyView) -> str:
 
 
 def feedback_blocks(view: ReplyView, session_key: str) -> list[dict[str, Any]]:
-    """The final message as blocks: the answer, a context line (agent, sources), and 👍/👎 buttons."""
+    """The final message as blocks: the answer, a context line (agent, sources), 👍/👎 and "Talk to a person"."""
     body = render_slack(ReplyView(body=view.body, agent=view.agent, status=view.status, sources=(),
                                   error_message=view.error_message, is_continuation=view.is_continuation))
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": part}}
@@ -73,6 +74,8 @@ def feedback_blocks(view: ReplyView, session_key: str) -> list[dict[str, Any]]:
          "text": {"type": "plain_text", "text": "👍 Helpful", "emoji": True}},
         {"type": "button", "action_id": FEEDBACK_DOWN, "value": session_key,
          "text": {"type": "plain_text", "text": "👎 Not helpful", "emoji": True}},
+        {"type": "button", "action_id": HANDOFF_REQUEST, "value": session_key,
+         "text": {"type": "plain_text", "text": "🙋 Talk to a person", "emoji": True}},
     ]})
     return blocks
 
@@ -123,6 +126,10 @@ class SlackThreadSurface:
 
     def budget_for(self, write: Write) -> Budget | None:
         return self.post_budget if write == "post" else self.edit_budget
+
+    def where(self) -> dict[str, str]:
+        """The thread, as a handoff's link and notices need it (`bots.slack.handoff.SlackStaff`)."""
+        return {"channel": self.channel, "thread_ts": self.thread_ts}
 
     def locate(self, handle: str) -> dict[str, str]:
         """Where a message is, for another replica that must mark it interrupted if this one dies."""

@@ -34,6 +34,18 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     "413": {"description": "message too long", "content": json_error},
                     "422": {"description": "empty message", "content": json_error},
                 }}},
+            "/handoff": {"post": {
+                "summary": "Talk to a person: the conversation is handed to the support team (HANDOFF_WEBHOOK_URL, "
+                           "signed); `message` says what happens next",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["session_id"],
+                    "properties": {"session_id": {"type": "string"}}}}}},
+                "responses": {
+                    "200": {"description": "{session_id, message, status}: status is requested, or failed when "
+                                           "no person could be reached (message says how to write in)"},
+                    "404": {"description": "unknown session", "content": json_error},
+                    "422": {"description": "no session_id", "content": json_error},
+                }}},
             "/sessions/{session_id}": {
                 "parameters": [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "get": {"summary": "Turns, agents and timestamps of a session",

@@ -3,6 +3,10 @@
 Bad input gets a JSON error with the right status and a sentence a person can act on; the stream itself always
 ends with a `complete` or `error` event. The Slack HTTP Events endpoint mounts on the same app when Slack runs
 in HTTP mode.
+
+The support loop (`bots.support`): `POST /handoff` is the chat page's "Talk to a person" (on the web a handoff goes
+to HANDOFF_WEBHOOK_URL, the only staff place the web has); a request for a person in words does the same inside
+the stream, and every turn's outcome is recorded, as on the chat platforms.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from aiohttp import web
 from bots import metrics
 from bots.dedupe import FallbackDeliveryKeys
 from bots.inflight import Inflight
+from bots.support.desk import HandoffRequest, SupportDesk, desk_or_none
 from coordination import connect as connect_coordination
 from bots.web.openapi import DOCS_PAGE, openapi_spec
 from bots.web.sse import sse_frame
@@ -35,6 +40,7 @@ ORCHESTRATOR = web.AppKey("orchestrator", Orchestrator)
 INFLIGHT = web.AppKey("inflight", Inflight)
 STATE = web.AppKey("state", dict)  # mutable flags such as "shutting_down"
 DELIVERIES = web.AppKey("deliveries", object)  # (session_id, message_id) seen: shared by replicas with Redis
+SUPPORT: web.AppKey[SupportDesk | None] = web.AppKey("support")  # the support desk (`bots.support.desk`)
 RESTARTING = "The server is restarting; the answer was interrupted. Please ask again."
 
 
@@ -147,6 +153,7 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
     first_token_at: float | None = None
     status, agent, code = "error", None, "interrupted"
     events = orchestrator.respond(f"web:{session_id}", message, user=request.remote)
+    events = _with_support(request, session_id, message, events)  # handoffs in words; outcomes recorded
     try:
         async for event in events:
             await response.write(sse_frame(event, session_id))
@@ -174,6 +181,35 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
         await events.aclose()
         metrics.record_reply("web", status=status, agent=agent, error_code=code,
                              first_token_s=first_token_at - started if first_token_at is not None else None)
+
+
+def _with_support(request: web.Request, session_id: str, message: str, events: Any) -> Any:
+    """The core's events through the support desk (`SupportDesk.watch`), when there is one."""
+    desk = request.app[SUPPORT]
+    if desk is None:
+        return events
+    where = HandoffRequest("web", f"web:{session_id}", request.remote, None, {}, "words")
+    return desk.watch(events, where, message)
+
+
+async def handoff(request: web.Request) -> web.Response:
+    """The chat page's "Talk to a person": the conversation goes to HANDOFF_WEBHOOK_URL; the JSON says what
+    happens next, in a sentence for the user."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    session_id = body.get("session_id") if isinstance(body, dict) else None
+    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
+        return json_error(422, "session_id is required.", 'Send {"session_id": "<the conversation>"}.')
+    desk = request.app[SUPPORT]
+    key = f"web:{session_id}"
+    if desk is None or await request.app[ORCHESTRATOR].session_info(key) is None:
+        return json_error(404, f"No session {session_id!r}.", "Ask a question first with POST /chat.")
+    text = await desk.request(HandoffRequest("web", key, request.remote, None, {}, "button"))
+    record = await desk.store.get_handoff(key)
+    return web.json_response({"session_id": session_id, "message": text,
+                              "status": record.status if record is not None else "not_requested"})
 
 
 async def get_session(request: web.Request) -> web.Response:
@@ -242,10 +278,12 @@ def create_app(orchestrator: Orchestrator, *, extra_routes: list[web.RouteDef] |
     app[INFLIGHT] = Inflight("web")
     coordination = getattr(orchestrator, "coordination", None) or connect_coordination(None)
     app[DELIVERIES] = FallbackDeliveryKeys(coordination.delivery_keys("web"))
+    app[SUPPORT] = desk_or_none(orchestrator)
     app[STATE] = {}
     app.router.add_get("/", index)
     app.router.add_get("/chat", chat_page)
     app.router.add_post("/chat", chat)
+    app.router.add_post("/handoff", handoff)
     app.router.add_get("/health", health)
     app.router.add_get("/agents", agents)
     app.router.add_get("/metrics", metrics_endpoint)

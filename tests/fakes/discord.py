@@ -55,7 +55,11 @@ What it serves:
 Acting as users: `await fake.user_message(channel_id, content, author=, mentions_bot=, message_reference=)`,
 `fake.dm_channel(user)`, `await fake.slash_command(name, options, channel_id=, guild_id=, user=)`,
 `await fake.click_button(message, custom_id, user=)` (INTERACTION_CREATE type 3, MESSAGE_COMPONENT),
-`fake.add_user(name)`, `fake.add_guild(name, channels=)`, `await fake.drop_connections()` (the client RESUMEs).
+`fake.add_user(name)`, `fake.add_guild(name, channels=)`, `fake.add_role(name)` and `fake.give_role(user, role_id)`
+(before the client connects, so its GUILD_CREATE carries them), `await fake.drop_connections()` (the client
+RESUMEs). A bot message's `mention_roles` and `mention_everyone` follow its `allowed_mentions` as on Discord
+(`<@&id>` pings a role only when `parse` has "roles" or `roles` lists it; `@everyone`/`@here` only with
+"everyone"), as `mentions` already does for users.
 Assertion helpers: `messages_in(channel_id, from_bot=)`, `message(id)`, `edits_of(message_id)`,
 `original_response(interaction)`, `buttons_of(message)`, `replies_to(interaction)`, `await wait_for(predicate,
 timeout)`, `threads`, `typing_calls`,
@@ -466,6 +470,19 @@ class FakeDiscord:
                    "default_auto_archive_duration": 1440}
         self.channels[channel_id] = channel
         return channel
+
+    def add_role(self, name: str, guild_id: int | None = None) -> Json:
+        """A role in the guild (the default one unless told)."""
+        guild = self.guilds[guild_id or self.guild_id]
+        role = {"id": str(self._ids.next()), "name": name, "permissions": "0", "position": len(guild["roles"]),
+                "color": 0, "hoist": False, "managed": False, "mentionable": True, "icon": None,
+                "unicode_emoji": None, "flags": 0}
+        guild["roles"].append(role)
+        return role
+
+    def give_role(self, user: Json | int, role_id: int | str, guild_id: int | None = None) -> None:
+        member = self.members[guild_id or self.guild_id][self._user_id(user)]
+        member["roles"] = [*member["roles"], str(role_id)]
 
     def channel_id(self, name: str, guild_id: int | None = None) -> int:
         """The id of the guild text channel called `name` (in the default guild unless told)."""
@@ -1141,6 +1158,7 @@ class FakeDiscord:
         if referenced is not None and (allowed is None or allowed.get("replied_user", False)):
             mentions.append(int(referenced["author"]["id"]))
         message = self._new_message(channel, self.bot_user, body.get("content") or "", mention_ids=mentions,
+                                    pings=self._pinged(body.get("content") or "", allowed),
                                     reference=reference, referenced=referenced, embeds=body.get("embeds"),
                                     flags=int(body.get("flags") or 0), attachments=body.get("attachments"),
                                     components=body.get("components"))
@@ -1193,6 +1211,8 @@ class FakeDiscord:
         if "content" in body:
             message["mentions"] = [self.users[i] for i in
                                    self._mentioned_ids(message["content"], body.get("allowed_mentions"))]
+            message["mention_roles"], message["mention_everyone"] = self._pinged(message["content"],
+                                                                                 body.get("allowed_mentions"))
         if "flags" in body and body["flags"] is not None:
             message["flags"] = int(body["flags"])
         message["flags"] &= ~FLAG_LOADING
@@ -1223,6 +1243,19 @@ class FakeDiscord:
             reference["guild_id"] = referenced["guild_id"]
         return reference, referenced
 
+    @staticmethod
+    def _pinged(content: str, allowed: Json | None) -> tuple[list[str], bool]:
+        """(role ids pinged, whether @everyone/@here pings) for a message sent with `allowed` mentions."""
+        roles = list(dict.fromkeys(re.findall(r"<@&(\d+)>", content)))
+        everyone = bool(re.search(r"@(everyone|here)\b", content))
+        if allowed is None:
+            return roles, everyone
+        parse = allowed.get("parse") or []
+        if "roles" not in parse:
+            permitted = {str(x) for x in allowed.get("roles") or []}
+            roles = [r for r in roles if r in permitted]
+        return roles, everyone and "everyone" in parse
+
     def _mentioned_ids(self, content: str, allowed: Json | None) -> list[int]:
         ids = [int(x) for x in dict.fromkeys(MENTION_RE.findall(content)) if int(x) in self.users]
         if allowed is None or "users" in (allowed.get("parse") or []):
@@ -1231,6 +1264,7 @@ class FakeDiscord:
         return [i for i in ids if i in permitted]
 
     def _new_message(self, channel: Json, author: Json, content: str, *, mention_ids: list[int],
+                     pings: tuple[list[str], bool] | None = None,
                      reference: Json | None = None, referenced: Json | None = None,
                      embeds: list[Json] | None = None, flags: int = 0, message_type: int | None = None,
                      attachments: list[Json] | None = None, components: list[Json] | None = None,
@@ -1239,8 +1273,9 @@ class FakeDiscord:
         message_id = self._ids.next()
         message: Json = {
             "id": str(message_id), "channel_id": channel["id"], "author": author, "content": content,
-            "timestamp": iso_now(), "edited_timestamp": None, "tts": False, "mention_everyone": False,
-            "mentions": [self.users[i] for i in dict.fromkeys(mention_ids)], "mention_roles": [],
+            "timestamp": iso_now(), "edited_timestamp": None, "tts": False,
+            "mentions": [self.users[i] for i in dict.fromkeys(mention_ids)],
+            "mention_roles": (pings or ([], False))[0], "mention_everyone": (pings or ([], False))[1],
             "attachments": [self._attachment(a) for a in attachments or [] if "size" in a],
             "embeds": embeds or [], "reactions": [], "pinned": False, "components": _stored_components(components),
             "type": message_type if message_type is not None else (MESSAGE_REPLY if reference else MESSAGE_DEFAULT),

@@ -14,8 +14,9 @@ The real `slack_sdk` / `slack_bolt` code is pointed at it; nothing inside the pr
         await handler.close_async()
 
 Web API (`POST|GET /api/<method>`, JSON or form bodies, query params, `Authorization: Bearer <token>`):
-`auth.test`, `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `chat.delete`, `conversations.replies`,
-`conversations.history`, `users.info`, `reactions.add`, `assistant.threads.setStatus`, `chat.startStream`,
+`auth.test`, `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `chat.delete`, `chat.getPermalink`,
+`conversations.replies`, `conversations.history`, `conversations.members` (a channel's `members`, paginated by
+`limit`/`cursor`), `users.info`, `reactions.add`, `assistant.threads.setStatus`, `chat.startStream`,
 `chat.appendStream`, `chat.stopStream` (refused with `streaming_error` when `streaming_enabled=False`) and
 `apps.connections.open` (app token only). Any other method answers `unknown_method`. Errors answer HTTP 200
 with `{"ok": false, "error": ...}` as Slack does, except `ratelimited`, which is HTTP 429 with `Retry-After`.
@@ -38,7 +39,9 @@ sends Slack's `disconnect` message; the SDK reconnects on its own.
 Events API over HTTP: `sign_request(body, secret, timestamp)` makes the `X-Slack-Signature` headers and
 `deliver_http(url, event, secret)` POSTs a signed event callback to a bot's `/slack/events`.
 
-Assertions: `thread_messages`, `bot_messages`, `final_text`, `updates_for`, `calls_to`, and
+Assertions: `thread_messages`, `bot_messages`, `final_text`, `updates_for`, `calls_to`, `pings(message)` (what
+a message notifies, parsed from its text and blocks as Slack does: `<@U…>`, `<!subteam^S…>`, `<!here>`…; an
+escaped `&lt;!here&gt;` is text), and
 `await slack.wait_for(predicate, timeout)`, which wakes on every change instead of sleeping.
 
 When the code under test runs its own loop (benchmarks), use `slack.start_in_thread()` / `slack.stop_thread()`
@@ -52,6 +55,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import secrets
 import threading
 import time
@@ -241,6 +245,7 @@ class Channel:
     name: str
     is_im: bool = False
     im_user: str | None = None
+    members: list[str] = field(default_factory=list)  # conversations.members
 
 
 @dataclass
@@ -441,8 +446,9 @@ class FakeSlack:
             retry_after = max(self.min_retry_after_s, 1)
         self._faults.setdefault(method, []).extend(_Fault(error, status, retry_after) for _ in range(times))
 
-    def add_channel(self, channel_id: str, name: str, *, is_im: bool = False, im_user: str | None = None) -> Channel:
-        channel = Channel(channel_id, name, is_im, im_user)
+    def add_channel(self, channel_id: str, name: str, *, is_im: bool = False, im_user: str | None = None,
+                    members: list[str] | None = None) -> Channel:
+        channel = Channel(channel_id, name, is_im, im_user, list(members or []))
         self.channels[channel_id] = channel
         self.messages.setdefault(channel_id, {})
         return channel
@@ -538,6 +544,30 @@ class FakeSlack:
         """Each change applied after the post (chat.update, chat.appendStream, chat.stopStream), in order."""
         message = self.messages.get(channel, {}).get(ts)
         return [] if message is None else message.edits
+
+    @staticmethod
+    def pings(message: Message) -> list[str]:
+        """Who a message notifies, as Slack parses mrkdwn: `<@U…>` users, `<!subteam^S…>` groups and
+        `<!here>`/`<!channel>`/`<!everyone>`, in its text and in its blocks' texts (escaped ones are text)."""
+        texts = [message.text]
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                if node.get("type") in ("mrkdwn", "plain_text") and isinstance(node.get("text"), str):
+                    texts.append(node["text"])
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        walk(message.blocks or [])
+        found: list[str] = []
+        for text in texts:
+            for match in re.finditer(r"<(@U[A-Z0-9]+|!subteam\^S[A-Z0-9]+|!here|!channel|!everyone)(?:\|[^>]*)?>", text):
+                if match.group(1) not in found:
+                    found.append(match.group(1))
+        return found
 
     def calls_to(self, method: str, *, ok: bool | None = None) -> list[ApiCall]:
         return [c for c in self.calls if c.method == method and (ok is None or c.ok == ok)]
@@ -778,6 +808,24 @@ class FakeSlack:
         limit = int(params.get("limit") or 100)
         return {"messages": [self._render(m) for m in top[:limit]], "has_more": len(top) > limit,
                 "pin_count": 0, "response_metadata": {"next_cursor": ""}}
+
+    def _m_chat_getPermalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params)
+        message = self.message(channel.id, str(params.get("message_ts") or ""))
+        if message is None:
+            raise _Fail("message_not_found")
+        link = f"https://{TEAM_DOMAIN}.slack.com/archives/{channel.id}/p{message.ts.replace('.', '')}"
+        if message.thread_ts and message.thread_ts != message.ts:
+            link += f"?thread_ts={message.thread_ts}&cid={channel.id}"
+        return {"channel": channel.id, "permalink": link}
+
+    def _m_conversations_members(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params)
+        limit = max(1, min(int(params.get("limit") or 100), 1000))
+        start = int(params.get("cursor") or 0)
+        page = channel.members[start:start + limit]
+        more = start + limit < len(channel.members)
+        return {"members": page, "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
     def _m_users_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(params.get("user") or ""))
