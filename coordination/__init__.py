@@ -51,6 +51,7 @@ class Coordination:
         self.redis_url = redis_url
         self.prefix = prefix
         self.replica_id = replica_id or replica_name()
+        self.lease_s = lease_s  # session locks and replies in flight: how soon a dead replica's are taken over
         self._dedupe_ttl_s = dedupe_ttl_s
         self._client = make_client(redis_url) if redis_url else None
         self._delivery_keys: dict[str, DeliveryKeys] = {}
@@ -62,12 +63,12 @@ class Coordination:
         member = replica_name()
         if self._client is None:
             self.locks = LocalSessionLocks()
-            self.inflight = LocalInflightRegistry(self.replica_id)
+            self.inflight = LocalInflightRegistry(self.replica_id, lease_s=lease_s)
             self.leases = LocalLeases(self.replica_id)
             self.replicas = LocalReplicaDirectory(member)
         else:
             self.locks = RedisSessionLocks(self._client, prefix=prefix, lease_s=lease_s)
-            self.inflight = RedisInflightRegistry(self._client, self.replica_id, prefix=prefix)
+            self.inflight = RedisInflightRegistry(self._client, self.replica_id, prefix=prefix, lease_s=lease_s)
             self.leases = RedisLeases(self._client, self.replica_id, prefix=prefix)
             self.replicas = RedisReplicaDirectory(self._client, member, prefix=prefix)
 

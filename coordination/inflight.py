@@ -37,11 +37,13 @@ Info = dict[str, Any]
 @runtime_checkable
 class InflightRegistry(Protocol):
     replica_id: str
+    lease_s: float  # the lease a reply gets when none is given
 
-    async def start(self, reply_id: str, info: Info, lease_s: float = DEFAULT_LEASE_S) -> None:
-        """Register a reply (its `info` must be JSON-serialisable) under a lease of `lease_s`."""
+    async def start(self, reply_id: str, info: Info, lease_s: float | None = None) -> None:
+        """Register a reply (its `info` must be JSON-serialisable) under a lease of `lease_s` (None: the
+        registry's own, `lease_s` given at construction)."""
 
-    async def renew(self, reply_id: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
+    async def renew(self, reply_id: str, lease_s: float | None = None) -> bool:
         """Extend the lease; False when the reply is no longer registered (finished, or claimed as an orphan)."""
 
     async def finish(self, reply_id: str) -> None:
@@ -60,11 +62,12 @@ class _Tracking:
     replica_id: str
 
     @asynccontextmanager
-    async def track(self: Any, reply_id: str, info: Info, lease_s: float = DEFAULT_LEASE_S) -> AsyncIterator[None]:
+    async def track(self: Any, reply_id: str, info: Info, lease_s: float | None = None) -> AsyncIterator[None]:
         """Registered while the block runs, renewed every `lease_s / 3`, finished however the block ends.
 
         The registry is a safety net, never a reason to drop an answer: if Redis is unreachable the reply runs
         untracked (a warning says so)."""
+        lease_s = lease_s or self.lease_s
         try:
             await self.start(reply_id, info, lease_s)
         except RedisError as exc:
@@ -117,20 +120,22 @@ async def _renew_every(registry: InflightRegistry, reply_id: str, lease_s: float
 class LocalInflightRegistry(_Tracking):
     """The in-process registry: reply id -> (info, lease deadline on this process's monotonic clock)."""
 
-    def __init__(self, replica_id: str = "local", clock: Clock = time.monotonic) -> None:
+    def __init__(self, replica_id: str = "local", clock: Clock = time.monotonic, *,
+                 lease_s: float = DEFAULT_LEASE_S) -> None:
         self.replica_id = replica_id
+        self.lease_s = lease_s
         self._clock = clock
         self._replies: dict[str, tuple[Info, float]] = {}
 
-    async def start(self, reply_id: str, info: Info, lease_s: float = DEFAULT_LEASE_S) -> None:
+    async def start(self, reply_id: str, info: Info, lease_s: float | None = None) -> None:
         info = {"replica": self.replica_id, **info}
-        self._replies[reply_id] = (info, self._clock() + lease_s)
+        self._replies[reply_id] = (info, self._clock() + (lease_s or self.lease_s))
 
-    async def renew(self, reply_id: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
+    async def renew(self, reply_id: str, lease_s: float | None = None) -> bool:
         entry = self._replies.get(reply_id)
         if entry is None:
             return False
-        self._replies[reply_id] = (entry[0], self._clock() + lease_s)
+        self._replies[reply_id] = (entry[0], self._clock() + (lease_s or self.lease_s))
         return True
 
     async def finish(self, reply_id: str) -> None:
@@ -185,8 +190,9 @@ class RedisInflightRegistry(_Tracking):
     """Replies in flight on every replica: `{prefix}:inflight:exp` (zset) and `{prefix}:inflight:info` (hash)."""
 
     def __init__(self, client: Redis, replica_id: str, *, prefix: str = DEFAULT_PREFIX,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, lease_s: float = DEFAULT_LEASE_S) -> None:
         self.replica_id = replica_id
+        self.lease_s = lease_s
         self._client = client
         self._clock = clock
         self._keys = [f"{prefix}:inflight:exp", f"{prefix}:inflight:info"]
@@ -195,12 +201,12 @@ class RedisInflightRegistry(_Tracking):
         self._orphans = client.register_script(ORPHANS_LUA)
         self._claim = client.register_script(CLAIM_LUA)
 
-    async def start(self, reply_id: str, info: Info, lease_s: float = DEFAULT_LEASE_S) -> None:
+    async def start(self, reply_id: str, info: Info, lease_s: float | None = None) -> None:
         payload = json.dumps({"replica": self.replica_id, **info}, default=str)
-        await self._start(keys=self._keys, args=[now_arg(self._clock), reply_id, us(lease_s), payload])
+        await self._start(keys=self._keys, args=[now_arg(self._clock), reply_id, us(lease_s or self.lease_s), payload])
 
-    async def renew(self, reply_id: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
-        return bool(await self._renew(keys=self._keys, args=[now_arg(self._clock), reply_id, us(lease_s)]))
+    async def renew(self, reply_id: str, lease_s: float | None = None) -> bool:
+        return bool(await self._renew(keys=self._keys, args=[now_arg(self._clock), reply_id, us(lease_s or self.lease_s)]))
 
     async def finish(self, reply_id: str) -> None:
         async with self._client.pipeline(transaction=True) as pipe:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None  # Postgres: conversations and votes (core/checkpoints.py); else SQLite
     redis_url: SecretStr | None = None  # Redis: coordination shared by replicas (coordination/); else in-process
     replica_id: str | None = None  # how this process names itself to the others (default: host and pid)
+    # With REDIS_URL: the lease on a thread's lock and on a reply in flight, renewed every third of it while the
+    # reply runs; a replica that dies loses them this long after, and its orphaned replies are marked within
+    # about 1.3 times this.
+    coordination_lease_s: float = Field(default=15.0, ge=1.0, le=300.0)
 
     # --- language model ------------------------------------------------------------------------------------------
     llm_provider: Literal["auto", "openai", "offline"] = "auto"
@@ -176,6 +180,33 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         """`SLACK_HANDOFF_CHANNEL=` (as in .env.example) means not configured."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    # --- web API abuse controls and liveness (issue 15; bots/web/limits.py, bots/web/heartbeat.py) ---------------
+    # Per client (a known API key, else the peer address): requests to POST /chat and POST /handoff per moving
+    # window, in the `limits` syntax ("30/minute", "5/second;200/hour"), and answers streaming at once; over either
+    # → 429 JSON with Retry-After. Counted per process: N replicas allow N times as much.
+    web_rate_limit: str = "60/minute"
+    web_max_streams_per_client: int = Field(default=5, ge=1)
+    # Answers generated at once by this server (each at most one model call at a time); up to WEB_ANSWER_QUEUE more
+    # wait up to WEB_ANSWER_WAIT_S for a slot, the rest get 503 JSON with Retry-After.
+    web_max_answers: int = Field(default=64, ge=1)
+    web_answer_queue: int = Field(default=64, ge=0)
+    web_answer_wait_s: float = Field(default=10.0, gt=0)
+    # An SSE comment (": keep-alive") after this many seconds without a frame (before the first token and between
+    # tokens), so proxies that cut idle connections (often at 60 s) keep a slow model's stream open.
+    web_heartbeat_s: float = Field(default=15.0, gt=0)
+
+    @field_validator("web_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        """A typo in WEB_RATE_LIMIT is a start-up error, not a server without a limit."""
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"WEB_RATE_LIMIT={value!r} is not a rate such as 60/minute or 5/second;200/hour") from exc
+        return value
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -66,7 +66,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     problems = validate_settings(settings)
     if problems:
         raise StartupError("\n".join(f"{p.message} Fix: {p.fix}" for p in problems))
-    coord = connect_coordination(settings.redis_url, replica_id=_replica_id(settings))
+    coord = connect_coordination(settings.redis_url, replica_id=_replica_id(settings),
+                                 lease_s=settings.coordination_lease_s)
     problem = await coord.ping()
     if problem:
         await coord.aclose()
@@ -133,7 +134,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         if not frontends:
             console.print("[dim]Slack and Discord are off: set SLACK_BOT_TOKEN or DISCORD_TOKEN to enable them.[/]")
 
-        sweeper = asyncio.create_task(sweep_orphans(coord, frontends), name="orphan-sweeper")
+        every_s = min(ORPHAN_SWEEP_S, settings.coordination_lease_s / 3)
+        sweeper = asyncio.create_task(sweep_orphans(coord, frontends, every_s), name="orphan-sweeper")
         stop = stop or asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
