@@ -45,6 +45,9 @@ LONG_ANSWER_WORDS = 600  # 12 s at 50 tokens a second: longer than the burst tak
 SEQ_TTFT_S = 0.05
 CONC_TTFT_S = 0.2
 TOKENS_PER_S = 50
+# The bench measures the server's capacity, not its abuse controls: one loopback client opens every stream.
+UNCAPPED = {"web_rate_limit": "100000/minute", "web_max_streams_per_client": 10_000, "web_max_answers": 10_000}
+UNCAPPED_ENV = {name.upper(): str(value) for name, value in UNCAPPED.items()}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -234,7 +237,7 @@ async def _measure(data_dir: Path) -> dict[str, float]:
     #    (Different suffixes, so neither side profits from the other's query-embedding cache.)
     async with FakeOpenAI(ttft_s=SEQ_TTFT_S) as fake:  # tokens as fast as possible: only the first one counts
         settings = make_settings(data_dir, llm_provider="openai", openai_base_url=fake.base_url,
-                                 openai_api_key="sk-bench")
+                                 openai_api_key="sk-bench", **UNCAPPED)
         orchestrator = await build_orchestrator(settings)
         runner, url = await _serve(orchestrator)
         try:
@@ -265,7 +268,8 @@ async def _measure(data_dir: Path) -> dict[str, float]:
         if not await asyncio.to_thread(conn.poll, 60):
             raise RuntimeError("the load process did not start its fake LLM")
         base_url = conn.recv()
-        settings = make_settings(data_dir, llm_provider="openai", openai_base_url=base_url, openai_api_key="sk-bench")
+        settings = make_settings(data_dir, llm_provider="openai", openai_base_url=base_url, openai_api_key="sk-bench",
+                                 **UNCAPPED)
         orchestrator = await build_orchestrator(settings)
         runner, url = await _serve(orchestrator)
         try:
@@ -334,7 +338,8 @@ def _two_workers(data_dir: Path) -> dict[str, float]:
         port = _free_port()
         env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "WEB_PORT": str(port), "REDIS_URL": redis_url,
                "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench",
-               "SLACK_BOT_TOKEN": "", "DISCORD_TOKEN": "", "DATABASE_URL": "", "LOG_LEVEL": "WARNING"}
+               "SLACK_BOT_TOKEN": "", "DISCORD_TOKEN": "", "DATABASE_URL": "", "LOG_LEVEL": "WARNING",
+               **UNCAPPED_ENV}
         server = subprocess.Popen([sys.executable, "-m", "switchboard", "run", "--workers", "2"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 90

@@ -141,6 +141,12 @@ def _same(text: str) -> str:
     return text
 
 
+def source_url(source: SourceRef) -> str | None:
+    """The web address of a cited document when it has one (synced pages, `knowledge.sources`), else None: a
+    file path from the docs folder is shown as its title only."""
+    return source.source if source.source.startswith(("https://", "http://")) else None
+
+
 def render_plain(
     view: ReplyView,
     *,

@@ -252,7 +252,9 @@ def replica_env(*, data_dir: Path, port: int, redis_url: str | None, database_ur
     """The environment of one replica; `extra` adds or overrides settings (NAME=value)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED_PREFIXES)}
     env.update(SWITCHBOARD_DATA_DIR=str(data_dir), WEB_HOST="127.0.0.1", WEB_PORT=str(port), LOG_LEVEL="INFO",
-               EMBEDDING_PROVIDER="local", PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1", TERM="dumb")
+               EMBEDDING_PROVIDER="local", PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1", TERM="dumb",
+               # one loopback client sends every request here: the web API's per-client caps would refuse some
+               WEB_RATE_LIMIT="100000/minute", WEB_MAX_STREAMS_PER_CLIENT="10000")
     if redis_url:
         env["REDIS_URL"] = redis_url
     if database_url:

@@ -29,7 +29,8 @@ import discord
 from bots.discord.feedback import feedback_view
 from bots.splitting import close_open_fence
 from bots.pacing import Budget, retry_after_of
-from bots.surface import MessageTooLong, RateLimited, ReplyView, SurfaceGone, Write
+from core.events import SourceRef
+from bots.surface import MessageTooLong, RateLimited, ReplyView, SurfaceGone, Write, source_url
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,16 @@ THINKING = f"{SUBTEXT}Thinking…"
 MAX_SOURCES = 5
 MAX_SOURCE_TITLE = 80
 INVALID_FORM_BODY = 50035
+
+
+def _discord_source(source: SourceRef) -> str:
+    """A cited document's title, as a masked link to its page when it has one (`[title](<url>)`: the angle
+    brackets keep Discord from adding a preview card for it)."""
+    title = _title(source.title).replace("[", "(").replace("]", ")")
+    url = source_url(source)
+    if url is None or any(ch in url for ch in "<>() \n"):
+        return title
+    return f"[{title}](<{url}>)"
 
 
 def render_discord(view: ReplyView) -> str:
@@ -73,7 +84,7 @@ def render_discord(view: ReplyView) -> str:
     if streaming:
         footer.append("answering…" if body else "looking into it…")
     elif view.status == "done" and view.sources:
-        footer.append("Sources: " + ", ".join(_title(s.title) for s in view.sources[:MAX_SOURCES]))
+        footer.append("Sources: " + ", ".join(_discord_source(s) for s in view.sources[:MAX_SOURCES]))
     if footer:
         lines.append(SUBTEXT + " · ".join(footer))
     return "\n".join(lines) or THINKING

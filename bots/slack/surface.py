@@ -24,7 +24,8 @@ from bots.metrics import RATE_LIMITED
 from bots.pacing import Budget, BudgetPool, EditBudget, retry_after_of
 from bots.slack.mrkdwn import defuse_broadcasts, escape, to_mrkdwn
 from bots.splitting import split_markdown
-from bots.surface import MessageTooLong, RateLimited, ReplyView, SurfaceGone, Write, render_plain
+from core.events import SourceRef
+from bots.surface import MessageTooLong, RateLimited, ReplyView, SurfaceGone, Write, render_plain, source_url
 
 SECTION_CHARS = 3000  # Slack refuses a section block's text beyond this
 # Errors after which no retry can succeed: the conversation or the message is gone, or the bot was removed.
@@ -56,6 +57,16 @@ def render_slack(view: ReplyView) -> str:
     return render_plain(view, sanitize=to_mrkdwn, bold=lambda s: f"*{s}*", italic=lambda s: f"_{s}_")
 
 
+def _slack_source(source: SourceRef) -> str:
+    """A cited document's title, linked to its page when it has one (`<url|title>`; `|`, `<` and `>` in either
+    part cannot break out of the link: the title is escaped and the address must be a plain http(s) URL)."""
+    title = defuse_broadcasts(escape(source.title)).replace("|", "¦")
+    url = source_url(source)
+    if url is None or any(ch in url for ch in "<>| \n"):
+        return title
+    return f"<{url}|{title}>"
+
+
 def feedback_blocks(view: ReplyView, session_key: str) -> list[dict[str, Any]]:
     """The final message as blocks: the answer, a context line (agent, sources), 👍/👎 and "Talk to a person"."""
     body = render_slack(ReplyView(body=view.body, agent=view.agent, status=view.status, sources=(),
@@ -66,7 +77,7 @@ def feedback_blocks(view: ReplyView, session_key: str) -> list[dict[str, Any]]:
     if view.agent is not None:
         context.append(f"Answered by the *{escape(view.agent.label)}* agent")
     if view.sources:
-        context.append("Sources: " + ", ".join(defuse_broadcasts(escape(s.title)) for s in view.sources))
+        context.append("Sources: " + ", ".join(_slack_source(s) for s in view.sources))
     if context:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]})
     blocks.append({"type": "actions", "block_id": "feedback", "elements": [

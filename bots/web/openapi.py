@@ -9,6 +9,8 @@ ERROR = {"type": "object", "properties": {"error": {"type": "string"}, "detail":
 
 def openapi_spec(version: str) -> dict[str, Any]:
     json_error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    retry_after = {"Retry-After": {"description": "seconds to wait before trying again",
+                                   "schema": {"type": "integer", "minimum": 1}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Switchboard API", "version": version,
@@ -28,11 +30,22 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/ChatRequest"}}}},
                 "responses": {
-                    "200": {"description": "events start, agent, token, sources, complete or error",
+                    "200": {"description": "events start, agent, token, sources, complete or error; while the "
+                                           "model is silent a `: keep-alive` comment line every WEB_HEARTBEAT_S "
+                                           "(15 s)",
                             "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                    "400": {"description": "malformed JSON", "content": json_error},
-                    "413": {"description": "message too long", "content": json_error},
-                    "422": {"description": "empty message", "content": json_error},
+                    "400": {"description": "malformed JSON (also: nested too deeply, a number too long, not valid "
+                                           "in its charset, not an object)", "content": json_error},
+                    "409": {"description": "this message_id was already answered", "content": json_error},
+                    "413": {"description": "message or body too long", "content": json_error},
+                    "415": {"description": "not application/json, or an unknown charset", "content": json_error},
+                    "422": {"description": "empty message, or a session_id/message_id that is not 1-128 of "
+                                           "[A-Za-z0-9_.:-]", "content": json_error},
+                    "429": {"description": "this client's request rate (WEB_RATE_LIMIT) or concurrent streams "
+                                           "(WEB_MAX_STREAMS_PER_CLIENT) are used up", "headers": retry_after,
+                            "content": json_error},
+                    "503": {"description": "the server is answering all it can (WEB_MAX_ANSWERS) and its queue is "
+                                           "full", "headers": retry_after, "content": json_error},
                 }}},
             "/handoff": {"post": {
                 "summary": "Talk to a person: the conversation is handed to the support team (HANDOFF_WEBHOOK_URL, "
@@ -44,7 +57,11 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     "200": {"description": "{session_id, message, status}: status is requested, or failed when "
                                            "no person could be reached (message says how to write in)"},
                     "404": {"description": "unknown session", "content": json_error},
+                    "413": {"description": "body too long", "content": json_error},
+                    "415": {"description": "not application/json, or an unknown charset", "content": json_error},
                     "422": {"description": "no session_id", "content": json_error},
+                    "429": {"description": "this client's request rate is used up", "headers": retry_after,
+                            "content": json_error},
                 }}},
             "/sessions/{session_id}": {
                 "parameters": [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}],

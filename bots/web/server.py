@@ -1,8 +1,12 @@
 """The HTTP API (aiohttp): SSE chat, sessions, health, metrics, docs, and the browser chat page.
 
-Bad input gets a JSON error with the right status and a sentence a person can act on; the stream itself always
-ends with a `complete` or `error` event. The Slack HTTP Events endpoint mounts on the same app when Slack runs
-in HTTP mode.
+Bad input gets a JSON error with the right status and a sentence a person can act on (`bots/web/errors.py`:
+aiohttp's own 404/405/413 too, and anything unexpected); the stream itself always ends with a `complete` or
+`error` event, its frames are valid UTF-8 whatever the model wrote, and a silent stretch (a slow first token) is
+filled with `: keep-alive` comments (`bots/web/heartbeat.py`). Abuse controls (`bots/web/limits.py`): per-client
+request rate and concurrent streams (429), a cap on answers generated at once with a short queue (503), both with
+Retry-After; CORS for the configured origins only, on the SSE response too (`bots/web/cors.py`). The Slack HTTP
+Events endpoint mounts on the same app when Slack runs in HTTP mode.
 
 The support loop (`bots.support`): `POST /handoff` is the chat page's "Talk to a person" (on the web a handoff goes
 to HANDOFF_WEBHOOK_URL, the only staff place the web has); a request for a person in words does the same inside
@@ -12,7 +16,7 @@ the stream, and every turn's outcome is recorded, as on the chat platforms.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import re
 import time
@@ -27,20 +31,29 @@ from bots import metrics
 from bots.dedupe import FallbackDeliveryKeys
 from bots.inflight import Inflight
 from bots.support.desk import HandoffRequest, SupportDesk, desk_or_none
-from coordination import connect as connect_coordination
+from bots.web.cors import Cors
+from bots.web.errors import BodyError, json_error, json_errors, read_json_object
+from bots.web.heartbeat import HEARTBEAT, with_heartbeats
+from bots.web.limits import AnswerGate, ClientLimits, client_id, refused
 from bots.web.openapi import DOCS_PAGE, openapi_spec
+from bots.web.sse import HEARTBEAT as HEARTBEAT_FRAME
 from bots.web.sse import sse_frame
+from coordination import connect as connect_coordination
 from core.events import Complete, Error, Token
 from core.orchestrator import Orchestrator, clean_message
+from core.retry import USER_MESSAGES
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+SESSION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")  # always `fullmatch`: "abc\n" matches `^…$`
 ORCHESTRATOR = web.AppKey("orchestrator", Orchestrator)
 INFLIGHT = web.AppKey("inflight", Inflight)
 STATE = web.AppKey("state", dict)  # mutable flags such as "shutting_down"
 DELIVERIES = web.AppKey("deliveries", object)  # (session_id, message_id) seen: shared by replicas with Redis
 SUPPORT: web.AppKey[SupportDesk | None] = web.AppKey("support")  # the support desk (`bots.support.desk`)
+CLIENT_LIMITS = web.AppKey("client_limits", ClientLimits)
+ANSWER_GATE = web.AppKey("answer_gate", AnswerGate)
+CHAT_EXAMPLE = '{"message": "your question"}'
 RESTARTING = "The server is restarting; the answer was interrupted. Please ask again."
 
 
@@ -49,10 +62,6 @@ def app_version() -> str:
         return version("switchboard")
     except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
         return "0.0.0"
-
-
-def json_error(status: int, message: str, detail: str = "") -> web.Response:
-    return web.json_response({"error": message, "detail": detail}, status=status)
 
 
 @web.middleware
@@ -68,26 +77,6 @@ async def count_requests(request: web.Request, handler: Any) -> web.StreamRespon
     finally:
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         metrics.REQUESTS.labels(request.method, route, str(status)).inc()
-
-
-def cors_middleware(origins: list[str]) -> Any:
-    allowed = set(origins)
-
-    @web.middleware
-    async def cors(request: web.Request, handler: Any) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if request.method == "OPTIONS" and origin:
-            response: web.StreamResponse = web.Response(status=204)
-        else:
-            response = await handler(request)
-        if origin and (origin in allowed or "*" in allowed) and not response.prepared:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
-        return response
-
-    return cors
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -106,14 +95,27 @@ async def chat_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """A file of the chat page's folder; a missing one is a JSON 404 like every other (aiohttp's static route
+    answers an empty octet-stream 404 that no middleware sees)."""
+    root = STATIC.resolve()
+    path = (root / request.match_info["name"]).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     orchestrator = request.app[ORCHESTRATOR]
+    client = client_id(request, known_api_keys(orchestrator))
+    limits = request.app[CLIENT_LIMITS]
+    refusal = await limits.hit(client)  # before reading the body: an abusive client costs as little as possible
+    if refusal is not None:
+        return refused(refusal)
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return json_error(400, "The request body is not valid JSON.", 'Send {"message": "your question"}.')
-    if not isinstance(body, dict):
-        return json_error(400, "The request body must be a JSON object.", 'Send {"message": "your question"}.')
+        body = await read_json_object(request, CHAT_EXAMPLE)
+    except BodyError as exc:
+        return exc.response
     message = body.get("message")
     if not isinstance(message, str) or not clean_message(message):
         return json_error(422, "The message is empty.", "Ask a question in the 'message' field.")
@@ -124,18 +126,29 @@ async def chat(request: web.Request) -> web.StreamResponse:
     session_id = body.get("session_id") or str(uuid.uuid4())
     message_id = body.get("message_id")
     for name, value in (("session_id", session_id), ("message_id", message_id)):
-        if value is not None and (not isinstance(value, str) or not SESSION_ID.match(value)):
+        if value is not None and (not isinstance(value, str) or not SESSION_ID.fullmatch(value)):
             return json_error(422, f"{name} must be 1-128 letters, digits, '.', '_', ':' or '-'.")
-    if message_id is not None and not await request.app[DELIVERIES].first_time((session_id, message_id)):
-        # A client retrying a request it thinks was lost (possibly on another replica): answered once.
-        return json_error(409, "This message was already received; its answer is in the session.",
-                          f"GET /sessions/{session_id} shows the conversation.")
+    async with limits.stream(client) as too_many:
+        if too_many is not None:
+            return refused(too_many)
+        async with request.app[ANSWER_GATE].slot() as busy:  # may wait a little in the queue
+            if busy is not None:
+                return refused(busy)
+            # Marked as seen only now: a request refused above was not received, and its retry is answered.
+            if message_id is not None and not await request.app[DELIVERIES].first_time((session_id, message_id)):
+                # A client retrying a request it thinks was lost (possibly on another replica): answered once.
+                return json_error(409, "This message was already received; its answer is in the session.",
+                                  f"GET /sessions/{session_id} shows the conversation.")
+            return await _answer(request, orchestrator, session_id, message)
 
+
+async def _answer(request: web.Request, orchestrator: Orchestrator, session_id: str, message: str
+                  ) -> web.StreamResponse:
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no", "Connection": "keep-alive",
     })
-    await response.prepare(request)
+    await response.prepare(request)  # the CORS headers are added here (`Cors.add_headers`)
     request.app[INFLIGHT].track()
     await _stream_answer(request, response, orchestrator, session_id, message)
     try:
@@ -143,6 +156,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         pass
     return response
+
+
+def known_api_keys(orchestrator: Orchestrator) -> frozenset[str]:
+    """The API keys a client may be counted by instead of its address (WEB_API_KEYS, once that setting exists;
+    until then every client is its address)."""
+    keys = getattr(orchestrator.settings, "web_api_keys", None) or ()
+    return frozenset(k.get_secret_value() if hasattr(k, "get_secret_value") else str(k) for k in keys)
 
 
 async def _stream_answer(request: web.Request, response: web.StreamResponse, orchestrator: Orchestrator,
@@ -154,15 +174,20 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
     status, agent, code = "error", None, "interrupted"
     events = orchestrator.respond(f"web:{session_id}", message, user=request.remote)
     events = _with_support(request, session_id, message, events)  # handoffs in words; outcomes recorded
+    events = with_heartbeats(events, orchestrator.settings.web_heartbeat_s)
+    ended = False  # a `complete` or `error` frame was written
     try:
         async for event in events:
+            if event is HEARTBEAT:
+                await response.write(HEARTBEAT_FRAME)
+                continue
             await response.write(sse_frame(event, session_id))
             if isinstance(event, Token) and first_token_at is None:
                 first_token_at = time.monotonic()
             elif isinstance(event, Complete):
-                status, agent, code = "done", event.agent, None
+                status, agent, code, ended = "done", event.agent, None, True
             elif isinstance(event, Error):
-                code = event.code
+                code, ended = event.code, True
     except (ConnectionResetError, asyncio.CancelledError) as exc:
         if isinstance(exc, asyncio.CancelledError) and request.app[STATE].get("shutting_down"):
             # Shutdown mid-stream: tell the client why the answer stops here.
@@ -177,6 +202,12 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
             raise
         code = "client_gone"
         log.info("[web:%s] client went away mid-stream", session_id)
+    except Exception:  # the headers are sent: the promise is kept with a final `error` frame, not a 500
+        log.exception("[web:%s] the answer stream failed", session_id)
+        code = "internal"
+        if not ended:
+            with contextlib.suppress(Exception):
+                await response.write(sse_frame(Error("internal", USER_MESSAGES["internal"]), session_id))
     finally:
         await events.aclose()
         metrics.record_reply("web", status=status, agent=agent, error_code=code,
@@ -195,12 +226,17 @@ def _with_support(request: web.Request, session_id: str, message: str, events: A
 async def handoff(request: web.Request) -> web.Response:
     """The chat page's "Talk to a person": the conversation goes to HANDOFF_WEBHOOK_URL; the JSON says what
     happens next, in a sentence for the user."""
+    refusal = await request.app[CLIENT_LIMITS].hit(client_id(request, known_api_keys(request.app[ORCHESTRATOR])))
+    if refusal is not None:
+        return refused(refusal)
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body: dict[str, Any] | None = await read_json_object(request, '{"session_id": "<the conversation>"}')
+    except BodyError as exc:
+        if exc.response.status in (413, 415):
+            return exc.response
         body = None
-    session_id = body.get("session_id") if isinstance(body, dict) else None
-    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
+    session_id = body.get("session_id") if body is not None else None
+    if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
         return json_error(422, "session_id is required.", 'Send {"session_id": "<the conversation>"}.')
     desk = request.app[SUPPORT]
     key = f"web:{session_id}"
@@ -271,9 +307,12 @@ async def _cancel_inflight(app: web.Application) -> None:
 def create_app(orchestrator: Orchestrator, *, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
     settings = orchestrator.settings
     app = web.Application(
-        middlewares=[count_requests, cors_middleware(settings.web_cors_origins)],
+        middlewares=[count_requests, json_errors],
         client_max_size=max(1024**2, settings.max_message_chars * 8),
     )
+    Cors(settings.web_cors_origins).install(app)
+    app[CLIENT_LIMITS] = ClientLimits(settings.web_rate_limit, settings.web_max_streams_per_client)
+    app[ANSWER_GATE] = AnswerGate(settings.web_max_answers, settings.web_answer_queue, settings.web_answer_wait_s)
     app[ORCHESTRATOR] = orchestrator
     app[INFLIGHT] = Inflight("web")
     coordination = getattr(orchestrator, "coordination", None) or connect_coordination(None)
@@ -291,7 +330,7 @@ def create_app(orchestrator: Orchestrator, *, extra_routes: list[web.RouteDef] |
     app.router.add_get("/docs", docs)
     app.router.add_get("/sessions/{session_id}", get_session)
     app.router.add_delete("/sessions/{session_id}", delete_session)
-    app.router.add_static("/static", STATIC)
+    app.router.add_get("/static/{name:.+}", static_file)
     if extra_routes:
         app.add_routes(extra_routes)
     app.on_shutdown.append(_cancel_inflight)

@@ -1,4 +1,5 @@
-"""Server-Sent Events framing for the core's events (pure functions)."""
+"""Server-Sent Events framing for the core's events (pure functions). Every frame is valid UTF-8, whatever the
+model wrote."""
 
 from __future__ import annotations
 
@@ -18,4 +19,18 @@ def sse_frame(event: Event, session_id: str) -> bytes:
         data = event_to_dict(event)
         data.pop("type", None)
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event.type}\ndata: {payload}\n\n".encode()
+    frame = f"event: {event.type}\ndata: {payload}\n\n"
+    try:
+        return frame.encode()
+    except UnicodeEncodeError:  # a lone surrogate from the model: not UTF-8, and the stream must go on
+        return valid_utf8(frame).encode()
+
+
+# Written between frames when nothing else was for a while, so proxies that cut idle connections (60 s is common)
+# keep a slow model's stream open; EventSource and our chat page ignore comment lines.
+HEARTBEAT = b": keep-alive\n\n"
+
+
+def valid_utf8(text: str) -> str:
+    """`text` with surrogate pairs joined and lone surrogates replaced by U+FFFD: encodable as UTF-8."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
