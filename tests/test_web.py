@@ -134,6 +134,23 @@ async def test_health_and_metrics(client) -> None:
     assert "switchboard_first_token_seconds" in text
 
 
+async def test_health_is_degraded_not_down_while_a_knowledge_source_fails(client) -> None:
+    """A source whose last sync failed (as `switchboard sync` records it) keeps its documents: the bot answers, so
+    /health says degraded with 200 and names the source, then ok again once a sync succeeds."""
+    from bots.web.server import ORCHESTRATOR
+    from knowledge.sources.state import SourceState, StateStore
+
+    states = StateStore(client.server.app[ORCHESTRATOR].settings.sources_state_dir)
+    states.save(SourceState("help-site", kind="website", last_error="robots.txt answered 503", failures=2))
+    states.save(SourceState("handbook", kind="confluence", last_success=1.0))
+    response = await client.get("/health")
+    body = await response.json()
+    assert response.status == 200 and body["status"] == "degraded" and body["degraded"] == ["source help-site"]
+    states.save(SourceState("help-site", kind="website", last_success=2.0))
+    body = await (await client.get("/health")).json()
+    assert body["status"] == "ok" and body["degraded"] == []
+
+
 async def test_health_is_503_naming_the_store_when_it_breaks(client) -> None:
     from bots.web.server import ORCHESTRATOR
 

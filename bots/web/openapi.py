@@ -22,7 +22,9 @@ def openapi_spec(version: str) -> dict[str, Any]:
                                            "topics as one phrase",
                                 "responses": {"200": {"description": "The agents, in file order"}}}},
             "/health": {"get": {"summary": "Store, checkpoints and LLM mode",
-                                "responses": {"200": {"description": "healthy"},
+                                "responses": {"200": {"description": "healthy (status ok), or degraded: a "
+                                                                     "knowledge source's last sync failed and "
+                                                                     "its last good documents are used"},
                                               "503": {"description": "a dependency is down"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
             "/chat": {"post": {

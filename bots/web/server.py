@@ -42,6 +42,7 @@ from coordination import connect as connect_coordination
 from core.events import Complete, Error, Token
 from core.orchestrator import Orchestrator, clean_message
 from core.retry import USER_MESSAGES
+from knowledge.sources.state import StateStore
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -268,9 +269,15 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    report = await request.app[ORCHESTRATOR].health()
+    """200 "ok"; 200 "degraded" when a knowledge source's last sync failed (the bot still answers, from that
+    source's last good documents); 503 "unavailable" when a store the answers need cannot be used."""
+    orchestrator = request.app[ORCHESTRATOR]
+    report = await orchestrator.health()
     failing = report.failing
-    body = {"status": "ok" if not failing else "unavailable", "failing": failing, "checks": report.checks(),
+    degraded = [f"source {name}" for name in
+                await asyncio.to_thread(StateStore(orchestrator.settings.sources_state_dir).failing)]
+    status = "unavailable" if failing else "degraded" if degraded else "ok"
+    body = {"status": status, "failing": failing, "degraded": degraded, "checks": report.checks(),
             "version": app_version()}
     return web.json_response(body, status=503 if failing else 200)
 

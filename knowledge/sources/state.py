@@ -63,6 +63,14 @@ class StateStore:
         known = set(SourceState.__dataclass_fields__)
         return SourceState(**{k: v for k, v in data.items() if k in known})
 
+    def failing(self) -> list[str]:
+        """Names of the sources whose last sync failed (they keep their last good documents), sorted; read from
+        the state files alone, so `/health` can say "degraded" without the sources file or any network."""
+        if not self.folder.is_dir():
+            return []
+        names = (path.stem for path in self.folder.glob("*.json") if not path.name.startswith("."))
+        return sorted(name for name in names if self.load(name).failing)
+
     def save(self, state: SourceState) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{state.name}.", suffix=".json", dir=self.folder)
