@@ -50,6 +50,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "replica_duplicate_replies": ("<=", 0),
     "replica_429_count": ("<=", 0),
     "replica_final_delivered_ratio": (">=", 1.0),
+    "resync_requests_per_page": ("<=", 1.0),
+    "resync_embeddings": ("<=", 0),
 }
 RESULTS = Path(".bench/results.json")
 
