@@ -27,6 +27,7 @@ from bots.metrics import REGISTRY
 from bots.support.desk import ASKED_TICKET, UNREACHABLE, desk_for
 from bots.web.server import ORCHESTRATOR, create_app
 from core.orchestrator import build_orchestrator
+from tests.test_core import Sleeps
 
 SECRET = "whsec-test-0123"
 UNANSWERABLE = "What's the capital of Australia?"
@@ -55,14 +56,6 @@ class Receiver:
         self.received.append({"delivery": request.headers["X-Switchboard-Delivery"], "body": json.loads(body)})
         status, headers = self.script.pop(0) if self.script else (200, {})
         return web.Response(status=status, headers=headers)
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
 
 
 @pytest.fixture
