@@ -321,6 +321,30 @@ async def open_checkpointer(settings: Settings, *, setup: bool = True) -> tuple[
     return saver, conn.close
 
 
+# Only a conversation's latest checkpoint is needed (each holds the whole conversation), so the older ones are
+# deleted as turns are written: without this a thread of n turns stores n copies of its history, quadratic in n.
+_SQLITE_KEEP_LATEST = (
+    "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = '' AND checkpoint_id < "
+    "(SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '')",
+    "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' AND checkpoint_id < "
+    "(SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '')",
+)
+
+
+async def keep_latest(checkpointer: Any, thread_id: str) -> None:
+    """Delete every checkpoint of a conversation but its latest (ids are time-ordered UUIDs), and their pending
+    writes. Postgres: LangGraph's own `aprune(strategy="keep_latest")`; SQLite (whose saver has no prune): the
+    same two statements, under the saver's lock. The conversation reads back the same; only history is lost."""
+    conn = getattr(checkpointer, "conn", None)
+    if conn is not None and hasattr(conn, "execute") and hasattr(checkpointer, "lock"):
+        async with checkpointer.lock:
+            for statement in _SQLITE_KEEP_LATEST:
+                await conn.execute(statement, (thread_id, thread_id))
+            await conn.commit()
+        return
+    await checkpointer.aprune([thread_id], strategy="keep_latest")
+
+
 async def migrate(settings: Settings) -> str:
     """`switchboard migrate`, the checkpoints' part: one line saying what was done."""
     url = database_url(settings)
@@ -338,4 +362,4 @@ def describe(settings: Settings) -> str:
 
 
 __all__ = ["CheckpointsUnavailable", "address", "check_url", "connect", "database_url", "describe", "explain",
-           "migrate", "migration_lock", "open_checkpointer", "postgres_status", "redact_url", "uses_postgres"]
+           "keep_latest", "migrate", "migration_lock", "open_checkpointer", "postgres_status", "redact_url", "uses_postgres"]

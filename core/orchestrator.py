@@ -19,7 +19,7 @@ from typing import Any
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
-from core.checkpoints import open_checkpointer  # re-exported: callers used to import it from here
+from core.checkpoints import keep_latest, open_checkpointer  # open_checkpointer: re-exported for old callers
 from core.channels import ChannelSettings, load_channel_settings
 from core.events import Agent, Complete, Error, Event, Handoff, SourceRef, Sources, Start, Token
 from core.graph import Brain, TurnContext, build_graph, decide_route
@@ -142,6 +142,10 @@ class Orchestrator:
             log.exception("[%s] answering failed", session_key)
             yield Error("internal", USER_MESSAGES["internal"], "".join(pieces))
             return
+        try:  # the turn is saved; the conversation's older checkpoints are now only history
+            await keep_latest(self.checkpointer, session_key)
+        except Exception:  # noqa: BLE001 - pruning is housekeeping: the next turn tries again
+            log.warning("[%s] older checkpoints could not be pruned", session_key, exc_info=True)
 
         if ctx.failure is not None:
             code = ctx.failure.kind.code

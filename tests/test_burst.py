@@ -147,13 +147,24 @@ def _checkpoints(settings, thread: str) -> int:
         return db.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (thread,)).fetchone()[0]
 
 
-async def test_each_turn_writes_one_checkpoint(offline_orchestrator, corpus_settings) -> None:
-    for turn in range(1, 4):
+async def test_a_conversation_keeps_one_checkpoint_however_many_turns(offline_orchestrator, corpus_settings) -> None:
+    """Each checkpoint holds the whole conversation: keeping only the latest makes storage linear in the turns,
+    not quadratic; the conversation reads back whole."""
+    for turn in range(1, 5):
         events = await _turn(offline_orchestrator, "one:checkpoint", f"How do I rotate an API key? ({turn})")
         assert isinstance(events[-1], Complete)
-        assert _checkpoints(corpus_settings, "one:checkpoint") == turn
+        assert _checkpoints(corpus_settings, "one:checkpoint") == 1
+    with sqlite3.connect(corpus_settings.checkpoint_path) as db:
+        ids = {row[0] for row in db.execute("SELECT checkpoint_id FROM writes WHERE thread_id = 'one:checkpoint'")}
+        latest = db.execute("SELECT checkpoint_id FROM checkpoints WHERE thread_id = 'one:checkpoint'").fetchone()[0]
+    assert ids <= {latest}  # no pending writes left behind for pruned checkpoints
     info = await offline_orchestrator.session_info("one:checkpoint")
-    assert info is not None and info.turns == 3
+    assert info is not None and info.turns == 4
+    state = await offline_orchestrator.graph.aget_state({"configurable": {"thread_id": "one:checkpoint"}})
+    assert [m.content for m in state.values["messages"] if m.type == "human"] == [
+        f"How do I rotate an API key? ({turn})" for turn in range(1, 5)]
+    await _turn(offline_orchestrator, "other:thread", "Do you comply with GDPR?")
+    assert _checkpoints(corpus_settings, "one:checkpoint") == 1 and _checkpoints(corpus_settings, "other:thread") == 1
 
 
 @pytest.fixture

@@ -151,6 +151,21 @@ async def test_a_follow_up_on_another_replica_sends_the_earlier_turns_to_the_mod
     assert any(m["role"] == "assistant" and "Here is what I found" in m["content"] for m in history)
 
 
+async def test_a_conversation_keeps_one_checkpoint_in_postgres(ingested_dir, tmp_path, server, schema) -> None:
+    """LangGraph's keep-latest prune after each turn: a conversation of n turns is one checkpoint, not n copies
+    of its history, and reads back whole."""
+    key = f"web:{uuid.uuid4().hex}"
+    async with replicas(replica_settings(ingested_dir, tmp_path, "a", schema)) as (a,):
+        for turn in range(3):
+            events = await collect(a, key, f"How do I verify webhook signatures? ({turn})")
+            assert isinstance(events[-1], Complete)
+        info = await a.session_info(key)
+        assert info is not None and info.turns == 3
+    with psycopg.connect(schema) as conn:  # the URL's search_path is the test's schema
+        count = conn.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = %s", (key,)).fetchone()[0]
+    assert count == 1
+
+
 async def test_reset_on_one_replica_forgets_the_conversation_on_both(ingested_dir, tmp_path, schema) -> None:
     key, other = f"web:{uuid.uuid4()}", f"web:{uuid.uuid4()}"
     async with replicas(replica_settings(ingested_dir, tmp_path, "a", schema),
