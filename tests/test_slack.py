@@ -437,6 +437,33 @@ async def test_http_mode_verifies_signatures(corpus_settings, slack, bots) -> No
         assert len(slack.bot_messages(CHANNEL, event["ts"])) == 1
 
 
+async def test_http_mode_refuses_unsigned_and_malformed_requests_before_parsing(corpus_settings, slack, bots,
+                                                                                 caplog) -> None:
+    """401 JSON for anything Slack did not sign, including a non-numeric timestamp (which made bolt's own check
+    raise: a 500 and a traceback per request, a way to flood the log); nothing reaches the pipeline."""
+    import aiohttp
+
+    secret = "test-signing-secret"
+    bot = await bots.start(corpus_settings, slack, socket=False, slack_signing_secret=SecretStr(secret))
+    body = json.dumps(slack.app_mention("What does the Enterprise plan cost?")).encode()
+    cases = [
+        {},  # no signature at all
+        {"X-Slack-Request-Timestamp": "not-a-number", "X-Slack-Signature": "v0=abc"},
+        {"X-Slack-Request-Timestamp": "1", "X-Slack-Signature": "v0=abc"},  # stale
+    ]
+    async with events_endpoint(bot) as url, aiohttp.ClientSession() as http:
+        for headers in cases:
+            async with http.post(url, data=body, headers={"Content-Type": "application/json", **headers}) as resp:
+                assert resp.status == 401, headers
+                assert "not signed by Slack" in (await resp.json())["error"]
+        async with http.post(url, data=b"\xff\xfe", headers={"X-Slack-Request-Timestamp": "1",
+                                                              "X-Slack-Signature": "v0=abc"}) as resp:
+            assert resp.status == 401
+    await bot.frontend.idle()
+    assert slack.bot_messages(CHANNEL) == []
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelno >= 40]
+
+
 async def test_a_refused_bot_token_stops_start_up_with_a_fix(corpus_settings, slack) -> None:
     settings = corpus_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-not-the-right-one"),
                                                   "slack_api_url": slack.api_url})

@@ -30,6 +30,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -86,6 +87,8 @@ class SlackFrontend:
         self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
         # Streaming writes: no 429 retry here; the renderer feeds the 429 to the budget and sends merged text.
         self.stream_client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
+        # slack_sdk's verifier, checked on the HTTP endpoint before bolt sees the request (see `_http_events`).
+        self._verifier = SignatureVerifier(secret) if secret else None
         self.app = AsyncApp(client=self.client, signing_secret=secret, request_verification_enabled=bool(secret),
                             process_before_response=False)
         # Shared with the other replicas when coordination is Redis-backed; in-process otherwise.
@@ -152,8 +155,20 @@ class SlackFrontend:
         return [web.post(EVENTS_PATH, self._http_events)]
 
     async def _http_events(self, request: web.Request) -> web.Response:
+        if self._verifier is not None and not await self._signed(request):
+            # Before bolt parses anything: an unsigned, stale or malformed request (a non-numeric timestamp made
+            # bolt's own check raise, a 500 and a traceback per request) is a 401 and one log line.
+            log.info("slack: refused an HTTP request that is not signed by Slack (%s)", request.remote)
+            return web.json_response({"error": "The request is not signed by Slack."}, status=401)
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
+
+    async def _signed(self, request: web.Request) -> bool:
+        assert self._verifier is not None
+        try:
+            return self._verifier.is_valid_request(await request.read(), dict(request.headers))
+        except (ValueError, TypeError, UnicodeDecodeError):  # a timestamp that is not a number, a body not UTF-8
+            return False
 
     async def idle(self) -> None:
         """Wait until every answer in flight has finished (tests and benchmarks)."""
