@@ -11,7 +11,7 @@ Pure functions over (label, predicted) pairs, so the maths is tested apart from 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,24 +76,30 @@ class EvalFileError(ValueError):
     """The TSV is not `label<TAB>question` with a header row."""
 
 
+def tsv_rows(path: Path, columns: tuple[str, str], error: type[Exception]) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of each row of a two-column eval file after its header row (which must name
+    `columns`); blank lines and `#` comments are skipped. A wrong header raises `error` naming the file."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None or [h.strip().lower() for h in header[:2]] != list(columns):
+            raise error(f"{path}: the first row must be the header '{columns[0]}<TAB>{columns[1]}'.")
+        for number, row in enumerate(reader, start=2):
+            if row and "".join(row).strip() and not row[0].lstrip().startswith("#"):
+                yield number, row
+
+
 def load_labelled(path: Path, labels: Sequence[str]) -> list[LabelledQuestion]:
     """The questions of a `label<TAB>question` file; a label is an agent of `labels` or `none`."""
     labels = [*labels, NONE]
     rows: list[LabelledQuestion] = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header[:2]] != ["label", "question"]:
-            raise EvalFileError(f"{path}: the first row must be the header 'label<TAB>question'.")
-        for number, row in enumerate(reader, start=2):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) != 2:
-                raise EvalFileError(f"{path}:{number}: expected 2 tab-separated columns, found {len(row)}.")
-            label, question = row[0].strip(), row[1].strip()
-            if label not in labels:
-                raise EvalFileError(f"{path}:{number}: unknown label {label!r}; use one of {', '.join(labels)}.")
-            rows.append(LabelledQuestion(label, question))
+    for number, row in tsv_rows(path, ("label", "question"), EvalFileError):
+        if len(row) != 2:
+            raise EvalFileError(f"{path}:{number}: expected 2 tab-separated columns, found {len(row)}.")
+        label, question = row[0].strip(), row[1].strip()
+        if label not in labels:
+            raise EvalFileError(f"{path}:{number}: unknown label {label!r}; use one of {', '.join(labels)}.")
+        rows.append(LabelledQuestion(label, question))
     if not rows:
         raise EvalFileError(f"{path}: no questions found.")
     return rows

@@ -13,11 +13,11 @@ when one section of the document is the answer. Pure functions: the caller suppl
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.evaluation import tsv_rows
 from knowledge.types import Passage
 
 DEPTH = 5  # MRR@5: a passage below fifth place is not one a reader (or a prompt) will use
@@ -82,18 +82,11 @@ class RetrievalReport:
 
 def load_cases(path: Path) -> list[RetrievalCase]:
     rows: list[RetrievalCase] = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header[:2]] != ["source", "question"]:
-            raise RetrievalCasesError(f"{path}: the first row must be the header 'source<TAB>question'.")
-        for number, row in enumerate(reader, start=2):
-            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
-                continue
-            if len(row) != 2 or not row[1].strip():
-                raise RetrievalCasesError(f"{path}:{number}: expected 'source<TAB>question', found {row!r}.")
-            source, _, heading = row[0].strip().partition("#")
-            rows.append(RetrievalCase(source.strip(), heading.strip(), row[1].strip()))
+    for number, row in tsv_rows(path, ("source", "question"), RetrievalCasesError):
+        if len(row) != 2 or not row[1].strip():
+            raise RetrievalCasesError(f"{path}:{number}: expected 'source<TAB>question', found {row!r}.")
+        source, _, heading = row[0].strip().partition("#")
+        rows.append(RetrievalCase(source.strip(), heading.strip(), row[1].strip()))
     if not rows:
         raise RetrievalCasesError(f"{path}: no questions found.")
     return rows

@@ -55,6 +55,17 @@ class IngestReport:
         return bool(self.chunks_added or self.chunks_updated or self.chunks_removed)
 
 
+def _same_model(store: KnowledgeStore, embedder: Embedder | None, caller: str) -> Embedder:
+    """The store's own embedder, or the given one when it is the same model (vectors of another would not be
+    comparable with the stored ones: refused)."""
+    if embedder is not None and embedder.name != store.embedder.name:
+        raise EmbeddingMismatchError(
+            f"{caller}() was given the embedding model {embedder.name} for a store opened with "
+            f"{store.embedder.name}; open the store with the same embedder."
+        )
+    return embedder or store.embedder
+
+
 def ingest(
     paths: Sequence[Path],
     store: KnowledgeStore,
@@ -68,12 +79,7 @@ def ingest(
     `embedder` defaults to the store's own; passing another model is refused (its vectors would not be
     comparable with the stored ones). `rebuild` empties the store first: the way to change embedding model.
     Files are filed under the store's agents (`docs/<agent>/` or `agent:` front matter); others are warnings."""
-    if embedder is not None and embedder.name != store.embedder.name:
-        raise EmbeddingMismatchError(
-            f"ingest() was given the embedding model {embedder.name} for a store opened with "
-            f"{store.embedder.name}; open the store with the same embedder."
-        )
-    embedder = embedder or store.embedder
+    embedder = _same_model(store, embedder, "ingest")
     started = time.perf_counter()
     report = IngestReport()
     if rebuild:
@@ -176,12 +182,7 @@ def ingest_documents(
     `documents` nor in `keep` (those known unchanged or failed this time, left as they are) is removed. `keep` may
     be a callable, read after `documents` is exhausted, for callers that learn it while producing them.
     If iterating `documents` raises, nothing is removed: the error propagates after the writes made so far."""
-    if embedder is not None and embedder.name != store.embedder.name:
-        raise EmbeddingMismatchError(
-            f"ingest_documents() was given the embedding model {embedder.name} for a store opened with "
-            f"{store.embedder.name}; open the store with the same embedder."
-        )
-    embedder = embedder or store.embedder
+    embedder = _same_model(store, embedder, "ingest_documents")
     started = time.perf_counter()
     report = IngestReport()
     known = store.file_hashes()
