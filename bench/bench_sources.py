@@ -56,8 +56,7 @@ def run() -> dict[str, float]:
         embedder = Counting(local_model())
         store = open_store(make_settings(data), embedder)
         states = StateStore(data / "sources")
-        spec = SourceSpec("bench", "website", agent="technical",
-                          options={"url": site.sitemap_url, "max_pages": str(PAGES)})
+        spec = SourceSpec("bench", "website", agent="technical", options={"url": site.sitemap_url})
 
         started = time.perf_counter()
         first = sync_source(spec, store, states, env={})

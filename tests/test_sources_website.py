@@ -55,6 +55,15 @@ def test_sitemap_sync_indexes_main_content_only_and_obeys_robots(site: FakeWebsi
         state.last_started + 6 * 3600)
 
 
+def test_the_page_budget_bounds_a_crawl_never_a_sitemap(site: FakeWebsite, harness: Harness) -> None:
+    """A sitemap is the site's own list: all of it is synced whatever `max_pages` says (a cap would drop its later
+    pages, and a resync would remove them as no longer listed)."""
+    report = harness.sync(_spec(site.sitemap_url, max_pages=1))
+    assert report.ok and (report.seen, report.added) == (3, 3)
+    again = harness.sync(_spec(site.sitemap_url, max_pages=1))
+    assert again.ok and again.removed == 0 and again.unchanged == 3
+
+
 def test_resync_with_nothing_changed_costs_one_304_per_page_and_no_embedding(harness: Harness) -> None:
     with FakeWebsite(lastmod=False) as site:  # no <lastmod>: every page must be asked, conditionally
         site.page("/docs/refunds", "Refunds", REFUNDS)

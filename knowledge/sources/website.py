@@ -50,7 +50,9 @@ class WebsiteConnector:
     def items(self, context: SyncContext) -> Iterator[Item]:
         robots = self._robots()
         if self.is_sitemap:
-            pages = [p for p in self._sitemap_pages() if self._allowed(p.url, robots)][: self.max_pages]
+            # Every page the sitemap lists: `max_pages` budgets a crawl, which has no list of its own. Capping a
+            # sitemap would drop its later pages, and a later sync would remove them as "no longer listed".
+            pages = [p for p in self._sitemap_pages() if self._allowed(p.url, robots)]
             yield Planned(len(pages))
             for page in pages:
                 yield self._page(page, context.versions.get(page.url))
