@@ -47,7 +47,9 @@ async def with_heartbeats(events: AsyncIterator[Event], interval_s: float
     try:
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), interval_s)
+                # A token already waiting is taken at once: `wait_for` (a task and a timer) only when idle, so
+                # the streaming hot path pays for the heartbeat clock just when a heartbeat could be due.
+                item = queue.get_nowait() if not queue.empty() else await asyncio.wait_for(queue.get(), interval_s)
             except TimeoutError:
                 if producer.done() and queue.empty():  # it died without its end marker (its aclose raised)
                     producer.result()
