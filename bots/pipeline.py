@@ -30,6 +30,7 @@ from bots.streaming import StreamingReply
 from bots.support.desk import HandoffRequest
 from bots.surface import RateLimited, ReplyOutcome, Surface, SurfaceGone, spending
 from core.events import Event
+from core.turn_input import TurnInput
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Inbound:
     place: Any = None
     addressed: bool = True
     channel: str | None = None  # the platform channel (a thread counts as its parent): per-channel settings
+    extras: TurnInput | None = None  # the thread the bot was called into, attached files
 
 
 def intent_of(text: str) -> Intent:
@@ -145,6 +147,8 @@ class AnswerPipeline:
         user = f"{inbound.platform}:{inbound.user}" if inbound.user else None
         limits = {"channel": (inbound.platform, inbound.channel)} if inbound.channel and getattr(
             self.orchestrator, "channels", None) else {}
+        if inbound.extras is not None:
+            limits["extras"] = inbound.extras
         stream = self.orchestrator.respond(inbound.session_key, inbound.text, user=user, **limits)
         if self.support is not None:
             where = getattr(surface, "where", None)

@@ -30,6 +30,7 @@ from core.router import RouteDecision, SemanticRouter
 from coordination import CoordinationUnavailable, LocalSessionLocks, SessionLocks
 from core.sessions import SessionInfo
 from core.transcript import Turn, turns_of
+from core.turn_input import TurnInput, input_messages
 from core.settings import Settings
 from knowledge.agents import AgentRegistry, load_agents
 
@@ -87,9 +88,11 @@ class Orchestrator:
         return None
 
     async def respond(self, session_key: str, text: str, user: str | None = None, *,
-                      channel: tuple[str, str] | None = None) -> AsyncIterator[Event]:
+                      channel: tuple[str, str] | None = None,
+                      extras: TurnInput | None = None) -> AsyncIterator[Event]:
         """Answer one message in a session, as a stream of events (see `core.events`). `channel` is the
-        (platform, channel id) it was asked in: a channel limited to some agents routes among those only."""
+        (platform, channel id) it was asked in: a channel limited to some agents routes among those only.
+        `extras` carries the thread the bot was called into and attached files (`core.turn_input`)."""
         started = time.perf_counter()
         yield Start(session_key)
         question = clean_message(text)
@@ -101,7 +104,8 @@ class Orchestrator:
         ended = False
         try:
             async with self._locks.hold(session_key), contextlib.aclosing(
-                    self._turn(session_key, question, started, self.channels.agents_for(channel))) as turn:
+                    self._turn(session_key, question, started, self.channels.agents_for(channel),
+                                   extras)) as turn:
                 async for event in turn:
                     ended = ended or isinstance(event, (Complete, Error))
                     yield event
@@ -111,12 +115,13 @@ class Orchestrator:
                 yield Error("unavailable", USER_MESSAGES["unavailable"])
 
     async def _turn(self, session_key: str, question: str, started: float,
-                    allowed: tuple[str, ...] | None = None) -> AsyncIterator[Event]:
+                    allowed: tuple[str, ...] | None = None,
+                    extras: TurnInput | None = None) -> AsyncIterator[Event]:
         """One turn of the graph, inside the session's lock."""
         ctx = TurnContext(session_key=session_key, allowed_agents=allowed)
         config = {"configurable": {"thread_id": session_key}}
         now = time.time()
-        graph_input = {"messages": [HumanMessage(question)], "created_at": now, "updated_at": now}
+        graph_input = {"messages": input_messages(question, extras), "created_at": now, "updated_at": now}
         pieces: list[str] = []
         first_token_ms: float | None = None
         agent_name = ""
