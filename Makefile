@@ -26,8 +26,10 @@ run: install
 ingest: install
 	$(VENV)/bin/switchboard ingest
 
+# Two workers (pytest-xdist): the tests that share the real Redis and Postgres stay together on one of them
+# (tests/conftest.py groups them); a plain `pytest` still runs everything in one process.
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 bench: install
 	$(PY) -m bench

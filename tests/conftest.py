@@ -174,3 +174,29 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+# --- parallel runs: tests that share the real Redis and Postgres servers stay on one worker ---------------------
+
+# A test module naming any of these reaches the shared servers (or times leases across processes); the whole
+# module then runs on one xdist worker, one test after another, as it would without xdist.
+SHARED_SERVER_WORDS = ("redis", "postgres", "replica_harness")
+ALWAYS_TOGETHER = frozenset({"test_burst.py", "test_placement.py"})  # multi-process timing
+
+
+def _uses_shared_servers(path: Path, seen: dict[Path, bool]) -> bool:
+    if path not in seen:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        seen[path] = path.name in ALWAYS_TOGETHER or any(word in text for word in SHARED_SERVER_WORDS)
+    return seen[path]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into scheduling groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), the tests that flush the shared Redis
+    databases, create Postgres schemas or time leases across processes run one after the other on one worker;
+    the rest spread over both. Without xdist the mark is inert."""
+    seen: dict[Path, bool] = {}
+    for item in items:
+        if _uses_shared_servers(item.path, seen):
+            item.add_marker(pytest.mark.xdist_group("shared-servers"))
