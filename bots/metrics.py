@@ -35,6 +35,17 @@ FEEDBACK = Counter(
     registry=REGISTRY,
 )
 
+QUOTA_REFUSALS = Counter(
+    "switchboard_quota_refusals_total", "Questions refused before the model was called: a daily quota reached "
+    "(scope user, channel, workspace, ip) or the workspace turned off (disabled)", ["frontend", "scope"],
+    registry=REGISTRY,
+)
+
+
+def record_refusal(frontend: str, scope: str) -> None:
+    """Count one question refused by a quota or a disabled workspace (`bots.admission`, the web's per-IP quota)."""
+    QUOTA_REFUSALS.labels(frontend, scope).inc()
+
 
 def render() -> bytes:
     """The registry in Prometheus text format."""

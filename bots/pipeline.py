@@ -24,12 +24,16 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bots import metrics
+from bots.admission import Admission
 from bots.inflight import Inflight, ReplyTracker
 from bots.pacing import Clock, EditPacer, Sleep
 from bots.streaming import StreamingReply
 from bots.support.desk import HandoffRequest
 from bots.surface import RateLimited, ReplyOutcome, Surface, SurfaceGone, spending
 from core.events import Event
+from core.workspaces import ANSWER_MODEL
+from core.tracing import Turn, begin_turn
+from core.turn_records import TurnFacts, turn_store_of
 from core.turn_input import TurnInput
 
 log = logging.getLogger(__name__)
@@ -98,6 +102,8 @@ class AnswerPipeline:
         self.recent: deque[tuple[str, ReplyOutcome]] = deque(maxlen=keep)  # (session key, outcome), newest last
         self.replies = replies  # the replicas' registry of replies in flight (coordination), or None
         self.support = support  # the support desk (handoffs, quiet threads, outcomes), or None
+        # the workspace's settings and the daily quotas, checked before the core is called (`bots.admission`)
+        self.admission = Admission(orchestrator, platform)
         self._clock = clock
         self._sleep = sleep
 
@@ -121,24 +127,32 @@ class AnswerPipeline:
             await self.orchestrator.reset(inbound.session_key)
             await self.say(surface, self.texts.reset_done)
             return None
+        refused = await self.admission.refusal(inbound)  # workspace off, or a daily quota reached
+        if refused is not None:
+            await self.say(surface, refused)  # one sentence; the model is not called
+            return None
         renderer = (reply or self.streaming)(surface)
         tracker = ReplyTracker(self.replies, f"{self.platform}:{uuid.uuid4().hex}",
                                {"platform": self.platform, "session_key": inbound.session_key},
                                getattr(surface, "locate", None))
         if isinstance(renderer, StreamingReply):
             renderer.on_post = tracker.posted
+        facts = TurnFacts()  # what the core said, for the turn record (the dashboard's data)
+        turn = begin_turn(self.platform, inbound.session_key)  # the trace's root span and the log context
         try:
-            await renderer.run(self._events(inbound, surface))
+            await renderer.run(facts.watch(self._events(inbound, surface)))
         except asyncio.CancelledError:  # shutdown: the renderer landed an "interrupted" note; count it, then stop
-            self.record(inbound.session_key, renderer.outcome, started)
+            self.record(inbound.session_key, renderer.outcome, started, facts=facts, question=inbound.text,
+                        turn=turn)
             raise
         except Exception:  # noqa: BLE001 - the platform itself failed (the renderer handled the core's failures)
             log.exception("%s: answering in %s failed", self.platform, inbound.session_key)
+            turn.end(status="error", error_code="platform")
             await self.say(surface, FAILED)
             return None
         finally:
             await tracker.close()
-        self.record(inbound.session_key, renderer.outcome, started)
+        self.record(inbound.session_key, renderer.outcome, started, facts=facts, question=inbound.text, turn=turn)
         return renderer.outcome
 
     async def _events(self, inbound: Inbound, surface: Surface) -> AsyncIterator[Event]:
@@ -149,6 +163,11 @@ class AnswerPipeline:
             self.orchestrator, "channels", None) else {}
         if inbound.extras is not None:
             limits["extras"] = inbound.extras
+        workspace = await self.admission.workspace(inbound)
+        if workspace is not None and workspace.agents is not None:  # the workspace's agents, as a channel's
+            limits["agents"] = workspace.agents
+        if workspace is not None and "model" in workspace.configured:  # the model it chose (`core.workspaces`)
+            ANSWER_MODEL.set(workspace.model)
         stream = self.orchestrator.respond(inbound.session_key, inbound.text, user=user, **limits)
         if self.support is not None:
             where = getattr(surface, "where", None)
@@ -159,11 +178,25 @@ class AnswerPipeline:
             async for event in stream:
                 yield event
 
-    def record(self, key: str, outcome: ReplyOutcome, started: float) -> None:
+    def record(self, key: str, outcome: ReplyOutcome, started: float, *, facts: TurnFacts | None = None,
+               question: str = "", turn: Turn | None = None) -> None:
         self.recent.append((key, outcome))
         first = outcome.first_token_at - started if outcome.first_token_at is not None else None
         metrics.record_reply(self.platform, status=outcome.status, agent=outcome.agent,
                              error_code=outcome.error_code, first_token_s=first)
+        if facts is not None:  # the turn record: first token as the user saw it, written in the background
+            total = (self._clock() - started) * 1000
+            first_ms = first * 1000 if first is not None else None
+            if turn is not None:
+                turn.end(agent=outcome.agent or facts.agent, status=outcome.status, error_code=outcome.error_code,
+                         confidence=facts.complete.confidence if facts.complete else None,
+                         declined=facts.complete.declined if facts.complete else None,
+                         handed_off=facts.handed_off, first_token_ms=first_ms, total_ms=total)
+            store = turn_store_of(self.orchestrator)
+            if store is not None:
+                store.record_soon(facts.record(self.platform, key, question, first_token_ms=first_ms,
+                                               total_ms=total, status=outcome.status,
+                                               error_code=outcome.error_code))
         if not outcome.delivered:
             log.error("[%s] the final text of a %s reply was not delivered", key, self.platform)
 

@@ -43,6 +43,8 @@ def validate_settings(settings: Settings) -> list[Problem]:
         if not app_token and not secret:
             problems.append(Problem("Slack needs SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP events).",
                                     "Set SLACK_APP_TOKEN for local use; see README, 'Slack'."))
+    elif getattr(settings, "slack_oauth_enabled", False):  # "Add to Slack" (issue 18): tokens come from installs
+        problems.extend(oauth_problems(settings))
     elif settings.slack_app_token or settings.slack_signing_secret:
         problems.append(Problem("Slack settings are present but SLACK_BOT_TOKEN is missing.",
                                 "Set SLACK_BOT_TOKEN (xoxb-...) or remove the other SLACK_ settings."))
@@ -59,4 +61,27 @@ def validate_settings(settings: Settings) -> list[Problem]:
     from bots.support.checks import support_problems  # handoff settings (issue 13); imports this module's Problem
 
     problems.extend(support_problems(settings))
+    return problems
+
+
+def oauth_problems(settings: Settings) -> list[Problem]:
+    """"Add to Slack" mode (SLACK_CLIENT_ID and SLACK_CLIENT_SECRET): the signing secret and a key for the
+    tokens are required; the events arrive over Socket Mode or HTTP as in single-token mode."""
+    problems: list[Problem] = []
+    if not settings.slack_signing_secret:
+        problems.append(Problem("\"Add to Slack\" needs SLACK_SIGNING_SECRET.",
+                                "Copy the Signing Secret from Basic Information → App Credentials."))
+    key = settings.encryption_key.get_secret_value() if settings.encryption_key else ""
+    if not key:
+        problems.append(Problem("\"Add to Slack\" stores bot tokens, and ENCRYPTION_KEY is not set, so it would "
+                                "refuse to store them.",
+                                "Set ENCRYPTION_KEY to the key `switchboard workspaces key` prints."))
+    else:
+        from cryptography.fernet import Fernet
+
+        try:
+            Fernet(key.strip().encode())
+        except ValueError:
+            problems.append(Problem("ENCRYPTION_KEY is not a Fernet key.",
+                                    "Generate one with `switchboard workspaces key`."))
     return problems

@@ -44,6 +44,7 @@ from bots.surface import (
     spending,
 )
 from bots.write_plan import Progress, final_priority, plan_next_write
+from core.tracing import span
 from core.events import Agent, Complete, Error, Event, Sources, Start, Token
 from core.retry import USER_MESSAGES
 
@@ -267,7 +268,8 @@ class StreamingReply:
         text = self.surface.render(view)
         self.pacer.record(self._clock())
         try:
-            await self.surface.finalize(self.outcome.handles[index], view)  # type: ignore[attr-defined]
+            with span("switchboard.write", write="finalize"):  # core/tracing.py: each platform write
+                await self.surface.finalize(self.outcome.handles[index], view)  # type: ignore[attr-defined]
         except (RateLimited, MessageTooLong, SurfaceGone):
             raise
         except Exception:  # the extras were refused: the text alone must still land
@@ -282,7 +284,8 @@ class StreamingReply:
     async def _post_final(self, view: ReplyView) -> None:
         """A last message posted already final, extras included (`surface.post_final`): one write, not two."""
         self.pacer.record(self._clock())
-        self._posted(await self.surface.post_final(view))  # type: ignore[attr-defined]
+        with span("switchboard.write", write="post_final"):
+            self._posted(await self.surface.post_final(view))  # type: ignore[attr-defined]
         self.outcome.texts.append(self.surface.render(view))
         self.outcome.posts += 1
         self._finalized = True
@@ -291,11 +294,13 @@ class StreamingReply:
         self._sending_index = index
         self.pacer.record(self._clock())
         if write == "edit":
-            await self.surface.edit(self.outcome.handles[index], text)
+            with span("switchboard.write", write="edit"):
+                await self.surface.edit(self.outcome.handles[index], text)
             self.outcome.texts[index] = text
             self.outcome.edits += 1
         else:
-            self._posted(await self.surface.post(text))
+            with span("switchboard.write", write="post"):
+                self._posted(await self.surface.post(text))
             self.outcome.texts.append(text)
             self.outcome.posts += 1
 

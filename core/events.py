@@ -9,7 +9,7 @@ tells the user so. Front-ends switch on the class (or on
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Union
 
 

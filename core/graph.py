@@ -23,7 +23,6 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -31,13 +30,20 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 from pydantic import BaseModel, Field, create_model
 
+from core.tracing import annotate, end_step, span, start_step
+from core.context_window import plan as plan_window, recent_room, summary_budget
 from core.grounding import MarkerGate, assess, decline_text
 from core.knowledge_port import KnowledgeBase
 from core.offline import HEADER as OFFLINE_HEADER, compose_offline_answer, stream_pieces
-from core.prompts import agent_system_prompt, router_system_prompt, user_turn
+from core.attachments import question_message, vision_enabled
+from core.prompts import agent_system_prompt, router_system_prompt, summary_message, user_turn
 from core.retry import RetryPolicy, StreamFailed, call_with_retries, stream_with_retries
 from core.router import RouteDecision, SemanticRouter
 from core.settings import Settings
+from core.summary import summarize
+from core.thread_context import is_context
+from core.tokens import count_message_tokens, count_text_tokens
+from core.workspaces import model_for_turn
 from knowledge.agents import AgentRegistry, AgentSpec
 from knowledge.types import Passage
 
@@ -63,6 +69,8 @@ class ConversationState(TypedDict, total=False):
     agents_used: Annotated[list[str], _merge_unique]
     created_at: Annotated[float, _keep_first]
     updated_at: float
+    summary: str  # the running summary of the older turns (`core.summary`), checkpointed with them
+    folded: int  # how many messages, from the first, the summary covers (they stay in `messages` for transcripts)
 
 
 @dataclass
@@ -80,6 +88,7 @@ class TurnContext:
     confidence: float | None = None  # the best passage's cosine similarity (`core.grounding`)
     declined: bool = False  # the bot said it does not know instead of answering
     handoff: bool = False  # the message asked for a person; no agent answered
+    attachments: tuple[Any, ...] = ()  # this turn's files (`core.attachments`): never in the checkpointed state
 
 
 class RouteChoice(BaseModel):
@@ -118,24 +127,50 @@ class Brain:
 
 def _last_question(state: ConversationState) -> str:
     for message in reversed(state.get("messages", [])):
-        if isinstance(message, HumanMessage):
-            return str(message.content)
+        if isinstance(message, HumanMessage) and not is_context(message):
+            return message.text if isinstance(message.content, list) else str(message.content)
     return ""
 
 
-def _history(state: ConversationState, budget: int) -> list[BaseMessage]:
-    """Earlier turns (not the current question), trimmed from the oldest to fit the token budget."""
-    earlier = list(state.get("messages", []))[:-1]
-    if not earlier:
-        return []
-    return trim_messages(
-        earlier,
-        max_tokens=budget,
-        strategy="last",
-        token_counter=count_tokens_approximately,
-        start_on="human",
-        allow_partial=False,
-    )
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """What of the earlier conversation this turn's request carries: the running summary, the recent messages
+    whole, and the state update that records any folding."""
+
+    summary: str
+    recent: list[BaseMessage]
+    update: dict[str, Any]
+
+
+async def _conversation(brain: Brain, state: ConversationState, fixed_tokens: int,
+                        session_key: str) -> Conversation:
+    """The earlier messages (not the current question) within the context budget: when they outgrow their room
+    the oldest turns are folded into the summary, by the model when there is one (`core.context_window`)."""
+    settings = brain.settings
+    messages = list(state.get("messages", []))[:-1]
+    folded = min(int(state.get("folded") or 0), len(messages))
+    summary = str(state.get("summary") or "")
+    limit = settings.max_context_tokens
+    room = recent_room(limit, settings.history_token_budget, fixed_tokens + count_text_tokens(summary))
+    window = plan_window(messages[folded:], room)
+    if not window.to_fold:
+        return Conversation(summary, window.recent, {})
+    budget = summary_budget(limit)
+    invoke = None
+    if brain.llm is not None:
+        summarizer = brain.llm.with_config(tags=["nostream"])
+
+        async def invoke(request: list[BaseMessage]) -> Any:
+            return await call_with_retries(lambda: summarizer.ainvoke(request), brain.retry_policy, brain.sleep,
+                                           log_context=f"[{session_key}] summary")
+
+    summary = await summarize(summary, window.to_fold, budget=budget,
+                              batch_tokens=max(200, limit - budget - SUMMARY_OVERHEAD), invoke=invoke)
+    return Conversation(summary, window.recent,
+                        {"summary": summary, "folded": folded + len(window.to_fold)})
+
+
+SUMMARY_OVERHEAD = 400  # the summarising request's instructions and framing
 
 
 def build_graph(brain: Brain, checkpointer: Any) -> Any:
@@ -147,7 +182,9 @@ def build_graph(brain: Brain, checkpointer: Any) -> Any:
         question = _last_question(state)
         previous = state.get("agent")
         started = time.perf_counter()
-        decision = await decide_route(brain, question, previous, ctx.session_key, allowed=ctx.allowed_agents)
+        with span("switchboard.route") as routing:  # core/tracing.py: a child of the front-end's turn span
+            decision = await decide_route(brain, question, previous, ctx.session_key, allowed=ctx.allowed_agents)
+            annotate(routing, agent=decision.agent, reason=decision.reason, handoff=decision.handoff)
         ctx.decision = decision
         ctx.route_ms = (time.perf_counter() - started) * 1000
         if decision.handoff:  # a request for a person: the front-end hands the thread over, no agent answers
@@ -229,6 +266,7 @@ def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[s
         offline = brain.llm is None
 
         started = time.perf_counter()
+        retrieving = start_step("switchboard.retrieve", agent=spec.name, strategy=spec.strategy)
         passages: list[Passage] = []
         if offline or spec.strategy in ("rag", "hybrid"):
             passages = _probed(brain, ctx, spec.name)
@@ -255,6 +293,10 @@ def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[s
             )
             citable = citable[:CITED_FROM_CACHED]
         ctx.retrieval_ms = (time.perf_counter() - started) * 1000
+        end_step(retrieving, passages=len(passages or citable), retrieval_ms=ctx.retrieval_ms,
+                 best_score=max((p.score for p in passages or citable), default=None))
+        conversation = await _conversation(brain, state, _fixed_tokens(brain, spec, question, passages, ctx),
+                                           ctx.session_key)
 
         follow_up = any(isinstance(m, AIMessage) for m in state.get("messages", []))
         grounding = assess(passages or citable, settings.confidence_threshold,
@@ -268,10 +310,12 @@ def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[s
             await _stream_text(text, writer)
             ctx.sources = used
         else:
-            text = await _stream_llm_answer(brain, spec, state, question, passages, cached, ctx, writer)
+            with span("switchboard.model", agent=spec.name, model=getattr(brain.llm, "model_name", None)) as calling:
+                text = await _stream_llm_answer(brain, spec, conversation, question, passages, cached, ctx, writer)
+                annotate(calling, output_tokens=ctx.output_tokens, declined=ctx.declined)
             ctx.sources = [] if ctx.declined else _worth_citing(citable)
 
-        update: dict[str, Any] = {"agents_used": [spec.name], "updated_at": time.time()}
+        update: dict[str, Any] = {"agents_used": [spec.name], "updated_at": time.time(), **conversation.update}
         if text:
             update["messages"] = [AIMessage(content=text, response_metadata=_turn_metadata(spec, ctx))]
         return update
@@ -319,10 +363,23 @@ def _worth_citing(passages: list[Passage]) -> list[Passage]:
     return [p for p in passages if p.score >= MIN_SOURCE_SCORE]
 
 
+def _fixed_tokens(brain: Brain, spec: AgentSpec, question: str, passages: list[Passage],
+                  ctx: TurnContext) -> int:
+    """What the request costs besides the earlier conversation: the system prompt (without cached reference
+    documents, which have their own budget) and the question with its passages."""
+    if brain.llm is None:
+        return count_text_tokens(question)
+    settings = brain.settings
+    system = agent_system_prompt(spec, brain.agents, company=settings.company_name,
+                                 support_email=settings.support_email)
+    turn = question_message(user_turn(question, passages), ctx.attachments, vision_enabled(settings))
+    return count_message_tokens([SystemMessage(system), turn])
+
+
 async def _stream_llm_answer(
     brain: Brain,
     spec: AgentSpec,
-    state: ConversationState,
+    conversation: Conversation,
     question: str,
     passages: list[Passage],
     cached: Any,
@@ -340,10 +397,11 @@ async def _stream_llm_answer(
     )
     messages: list[BaseMessage] = [
         SystemMessage(system),
-        *_history(state, settings.history_token_budget),
-        HumanMessage(user_turn(question, passages)),
+        *([SystemMessage(summary_message(conversation.summary))] if conversation.summary else []),
+        *conversation.recent,
+        question_message(user_turn(question, passages), ctx.attachments, vision_enabled(settings)),
     ]
-    llm = brain.llm
+    llm = model_for_turn(brain.llm)  # the workspace's model, when it chose one (`core.workspaces`)
 
     async def pieces() -> AsyncIterator[str]:
         async for chunk in llm.astream(messages):

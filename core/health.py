@@ -28,6 +28,7 @@ class HealthReport:
     store_cause: str = ""
     checkpoints_error: str = ""
     coordination_error: str | None = None  # None: coordination is in-process (nothing to check)
+    disk_error: str | None = None  # None: not checked; "" ok; else "disk full…" / "read-only…" (core.datadir)
 
     @property
     def store_empty(self) -> bool:
@@ -38,6 +39,8 @@ class HealthReport:
         store = _check(self.store_error, **({"chunks": dict(self.chunks)} if self.chunks is not None else {}))
         checks = {"llm": {"ok": True, "mode": self.mode}, "store": store,
                   "checkpoints": _check(self.checkpoints_error)}
+        if self.disk_error is not None:  # a small write in the data directory (full disk, read-only mount)
+            checks["disk"] = _check(self.disk_error)
         if self.coordination_error is not None:  # Redis (REDIS_URL): shared by the replicas
             checks["coordination"] = _check(self.coordination_error)
         return checks
@@ -52,7 +55,8 @@ def _check(error: str, **extra: Any) -> dict[str, Any]:
     return {"ok": not error, **extra, **({"error": error} if error else {})}
 
 
-async def probe(mode: str, knowledge: Any, checkpointer: Any, coordination: Any | None = None) -> HealthReport:
+async def probe(mode: str, knowledge: Any, checkpointer: Any, coordination: Any | None = None, *,
+                data_dir: Any | None = None) -> HealthReport:
     """Count the chunks per agent and read one checkpoint; each failure becomes a sentence, never an exception."""
     chunks: dict[str, int] | None = None
     store_error = store_cause = checkpoints_error = ""
@@ -79,4 +83,11 @@ async def probe(mode: str, knowledge: Any, checkpointer: Any, coordination: Any 
                               if problem else "")  # the sentence with the address goes to the log only
         if problem:
             log.warning("health: %s", problem)
-    return HealthReport(mode, chunks, store_error, store_cause, checkpoints_error, coordination_error)
+    disk_error = None
+    if data_dir is not None:
+        from core.datadir import write_problem
+
+        disk_error = await asyncio.to_thread(write_problem, data_dir)
+        if disk_error:
+            log.warning("health: %s (%s)", disk_error, data_dir)
+    return HealthReport(mode, chunks, store_error, store_cause, checkpoints_error, coordination_error, disk_error)

@@ -21,16 +21,21 @@ from langchain_core.messages import HumanMessage
 
 from core.checkpoints import keep_latest, open_checkpointer  # open_checkpointer: re-exported for old callers
 from core.channels import ChannelSettings, load_channel_settings
+from core.workspaces import narrow_agents
 from core.events import Agent, Complete, Error, Event, Handoff, SourceRef, Sources, Start, Token
 from core.graph import Brain, TurnContext, build_graph, decide_route
 from core.health import HealthReport, probe
+from core.interrupted import TURN_LIMIT_MESSAGE, Opening, TurnLedger
+from core.redaction import guard_log_content, redactor_for
 from core.knowledge_port import KnowledgeBase
 from core.retry import USER_MESSAGES, RetryPolicy
 from core.router import RouteDecision, SemanticRouter
 from coordination import CoordinationUnavailable, LocalSessionLocks, SessionLocks
 from core.sessions import SessionInfo
 from core.transcript import Turn, turns_of
+from core.thread_context import is_context, masked
 from core.turn_input import TurnInput, input_messages
+from core.attachments import notes_for, redacted, vision_enabled, with_notes
 from core.settings import Settings
 from knowledge.agents import AgentRegistry, load_agents
 
@@ -66,6 +71,9 @@ class Orchestrator:
         self._locks: SessionLocks = coordination.locks if coordination is not None else LocalSessionLocks()
         self._on_close = on_close
         self._shared: dict[str, Any] = {}  # `shared()`: objects the front-ends share, closed with this
+        self.ledger = TurnLedger(checkpointer)  # turn counts, who asked, the question being answered
+        self.redact = redactor_for(settings)  # REDACT: applied once, at the entry, before anything keeps text
+        guard_log_content(settings)  # LOG_CONTENT=false: no library logs message text either
 
     @property
     def agents(self) -> AgentRegistry:
@@ -89,13 +97,16 @@ class Orchestrator:
 
     async def respond(self, session_key: str, text: str, user: str | None = None, *,
                       channel: tuple[str, str] | None = None,
-                      extras: TurnInput | None = None) -> AsyncIterator[Event]:
+                      extras: TurnInput | None = None,
+                      agents: tuple[str, ...] | None = None) -> AsyncIterator[Event]:
         """Answer one message in a session, as a stream of events (see `core.events`). `channel` is the
         (platform, channel id) it was asked in: a channel limited to some agents routes among those only.
-        `extras` carries the thread the bot was called into and attached files (`core.turn_input`)."""
+        `extras` carries the thread the bot was called into and attached files (`core.turn_input`). `agents`
+        is the workspace's limit (`core.workspaces`), narrowing the channel's."""
         started = time.perf_counter()
         yield Start(session_key)
-        question = clean_message(text)
+        question = self.redact(clean_message(text))
+        extras = masked(extras, self.redact)  # the thread the bot was called into is masked like the question
         problem = self.validate(question)
         if problem:
             yield Error("bad_input", problem)
@@ -103,9 +114,10 @@ class Orchestrator:
 
         ended = False
         try:
-            async with self._locks.hold(session_key), contextlib.aclosing(
-                    self._turn(session_key, question, started, self.channels.agents_for(channel),
-                                   extras)) as turn:
+            async with self._locks.hold(session_key), contextlib.aclosing(with_notes(
+                    self._ledgered(session_key, question, user, started,
+                                   narrow_agents(self.channels.agents_for(channel), agents), extras),
+                    self._notes(extras))) as turn:
                 async for event in turn:
                     ended = ended or isinstance(event, (Complete, Error))
                     yield event
@@ -114,17 +126,42 @@ class Orchestrator:
             if not ended:
                 yield Error("unavailable", USER_MESSAGES["unavailable"])
 
+    def _notes(self, extras: TurnInput | None) -> tuple[str, ...]:
+        """What the reply says first about the files attached (`core.attachments`)."""
+        has_model = self.brain.llm is not None
+        return notes_for(extras, has_model=has_model, vision=vision_enabled(self.settings, has_model))
+
+    async def _ledgered(self, session_key: str, question: str, user: str | None, started: float,
+                        allowed: tuple[str, ...] | None, extras: TurnInput | None) -> AsyncIterator[Event]:
+        """A turn recorded in the ledger (`core.interrupted`): refused at MAX_TURNS without calling the model; its
+        question recorded until the turn ends, so a crash mid-reply leaves it marked unanswered for the next turn."""
+        try:
+            opening = await self.ledger.begin(session_key, question, user, self.settings.max_turns)
+        except Exception:  # noqa: BLE001 - the ledger is a safety net: the turn itself reports a broken store
+            log.warning("[%s] the turn could not be recorded", session_key, exc_info=True)
+            opening = Opening(0)
+        if opening.refused:
+            yield Error("turn_limit", TURN_LIMIT_MESSAGE.format(limit=self.settings.max_turns))
+            return
+        async for event in self._turn(session_key, question, started, allowed, extras, carried=opening.carried()):
+            if isinstance(event, (Complete, Error)):  # before yielding: a consumer may stop at the terminal event
+                with contextlib.suppress(Exception):
+                    await self.ledger.finish(session_key, opening)
+            yield event
+
     async def _turn(self, session_key: str, question: str, started: float,
                     allowed: tuple[str, ...] | None = None,
-                    extras: TurnInput | None = None) -> AsyncIterator[Event]:
+                    extras: TurnInput | None = None, *, carried: list[Any] | None = None) -> AsyncIterator[Event]:
         """One turn of the graph, inside the session's lock."""
-        ctx = TurnContext(session_key=session_key, allowed_agents=allowed)
+        ctx = TurnContext(session_key=session_key, allowed_agents=allowed,
+                          attachments=redacted(extras.attachments, self.redact) if extras is not None else ())
         config = {"configurable": {"thread_id": session_key}}
         now = time.time()
-        graph_input = {"messages": input_messages(question, extras), "created_at": now, "updated_at": now}
+        graph_input = {"messages": [*(carried or []), *input_messages(question, extras)], "created_at": now, "updated_at": now}
         pieces: list[str] = []
         first_token_ms: float | None = None
         agent_name = ""
+        budget = self.brain.retry_policy.start_answer()  # one ANSWER_TIMEOUT_S for routing and answering
         try:
             # durability="exit": the turn is checkpointed once, when the graph finishes (before `Complete` is
             # yielded), instead of after every node: a third of the writes, and nothing acknowledged is lost.
@@ -147,6 +184,8 @@ class Orchestrator:
             log.exception("[%s] answering failed", session_key)
             yield Error("internal", USER_MESSAGES["internal"], "".join(pieces))
             return
+        finally:
+            self.brain.retry_policy.end_answer(budget)
         try:  # the turn is saved; the conversation's older checkpoints are now only history
             await keep_latest(self.checkpointer, session_key)
         except Exception:  # noqa: BLE001 - pruning is housekeeping: the next turn tries again
@@ -209,7 +248,7 @@ class Orchestrator:
             return None
         return SessionInfo(
             session_key=session_key,
-            turns=sum(1 for m in messages if isinstance(m, HumanMessage)),
+            turns=sum(1 for m in messages if isinstance(m, HumanMessage) and not is_context(m)),
             agents=tuple(values.get("agents_used") or ()),
             current_agent=values.get("agent"),
             created_at=values.get("created_at"),
@@ -219,12 +258,14 @@ class Orchestrator:
     async def health(self) -> HealthReport:
         """Whether the knowledge store (chunks per agent) and the checkpoints can be read, for `/health` and
         the start-up check of `switchboard run`."""
-        return await probe(self.mode, self.brain.knowledge, self.checkpointer, self.coordination)
+        return await probe(self.mode, self.brain.knowledge, self.checkpointer, self.coordination,
+                           data_dir=self.settings.data_dir)
 
     async def reset(self, session_key: str) -> None:
         """Forget a session's conversation (its checkpoints)."""
         async with self._locks.hold(session_key):
             await self.checkpointer.adelete_thread(session_key)
+            await self.ledger.drop([session_key])  # a new conversation: its turns count from zero
 
     def shared(self, name: str, build: Callable[[], Any]) -> Any:
         """The one object called `name` for this orchestrator, built on first use and closed (its `aclose()`)
@@ -292,7 +333,8 @@ async def build_orchestrator(
         router=router,
         knowledge=knowledge,
         llm=chat_model,  # type: ignore[arg-type]
-        retry_policy=retry_policy or RetryPolicy(max_retries=settings.llm_max_retries),
+        retry_policy=retry_policy or RetryPolicy(max_retries=settings.llm_max_retries,
+                                                budget_s=settings.answer_timeout_s),
         sleep=sleep,
     )
     return Orchestrator(settings, brain, checkpointer, on_close=close, coordination=coordination, channels=channels)

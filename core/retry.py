@@ -3,11 +3,17 @@
 Only failures before the first token are retried: once a user has seen words, a retry would repeat or
 contradict them. The waits are 1 s, 2 s, 4 s (at most three retries), or what the server's `Retry-After` asks
 for when it says so. `sleep` is injected so tests run without waiting.
+
+One time budget covers a call and all its retries (`RetryPolicy.budget_s`, ANSWER_TIMEOUT_S): without it a hung
+model kept a user waiting (max_retries + 1) x LLM_TIMEOUT_S plus the back-off. Past the budget the call fails
+as `timeout` (the readable "took too long" message), and a retry whose wait would end past it is not started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +27,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 MAX_RETRY_AFTER_S = 30.0
+# The deadline (loop time) of the answer being generated, set once per turn (`RetryPolicy.answer_deadline`), so
+# the router's model call and the agent's share one budget; the graph's node tasks inherit it.
+ANSWER_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("answer_deadline", default=None)
+
+
+class BudgetExceeded(TimeoutError):
+    """The call's overall time budget (`RetryPolicy.budget_s`) ran out; never retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +71,8 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
 
 def classify(exc: BaseException) -> FailureKind:
     """Map an exception from the OpenAI client (or the network under it) to a `FailureKind`."""
+    if isinstance(exc, BudgetExceeded):
+        return FailureKind("timeout", False)
     if isinstance(exc, openai.RateLimitError):
         return FailureKind("rate_limited", True, _retry_after(exc))
     if isinstance(exc, openai.APITimeoutError) or isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)):
@@ -75,6 +90,30 @@ def classify(exc: BaseException) -> FailureKind:
 class RetryPolicy:
     max_retries: int = 3
     base_delay_s: float = 1.0
+    budget_s: float | None = None  # one deadline for a call and its retries; None = no overall limit
+
+    def deadline(self) -> float | None:
+        """The loop time by which a call started now must be done: the turn's deadline when one is set."""
+        turn = ANSWER_DEADLINE.get()
+        if turn is not None:
+            return turn
+        return None if self.budget_s is None else asyncio.get_running_loop().time() + self.budget_s
+
+    def start_answer(self) -> contextvars.Token[float | None] | None:
+        """Start the turn's budget (the orchestrator, before it runs the graph); `end_answer` with the token."""
+        if self.budget_s is None:
+            return None
+        return ANSWER_DEADLINE.set(asyncio.get_running_loop().time() + self.budget_s)
+
+    @staticmethod
+    def end_answer(token: contextvars.Token[float | None] | None) -> None:
+        if token is not None:
+            with contextlib.suppress(ValueError):  # finalised in another context (a generator closed late)
+                ANSWER_DEADLINE.reset(token)
+
+    def fits(self, deadline: float | None, wait: float) -> bool:
+        """Whether a retry after `wait` seconds would still start before the deadline."""
+        return deadline is None or asyncio.get_running_loop().time() + wait < deadline
 
     def delay(self, attempt: int, kind: FailureKind) -> float:
         """Wait before retry number `attempt` (0-based): 1, 2, 4 s, or the server's Retry-After if given."""
@@ -105,26 +144,49 @@ async def stream_with_retries(
     Raises `StreamFailed` when retries are exhausted, the failure is not retryable, or it happened mid-stream.
     """
     attempt = 0
+    deadline = policy.deadline()
     while True:
         produced: list[str] = []
+        stream = start()
         try:
-            async for piece in start():
+            while True:
+                try:
+                    piece = await _within(deadline, stream.__anext__())
+                except StopAsyncIteration:
+                    return
                 produced.append(piece)
                 yield piece
-            return
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:  # noqa: BLE001 - classified below; unknown errors are not retried
             kind = classify(exc)
             partial = "".join(produced)
-            if produced or not kind.retryable or attempt >= policy.max_retries:
+            wait = policy.delay(attempt, kind)
+            if produced or not kind.retryable or attempt >= policy.max_retries or not policy.fits(deadline, wait):
                 log.warning("LLM stream failed for good (%s) %s after %d retries: %r",
                             kind.code, log_context, attempt, exc)
                 raise StreamFailed(kind, partial, exc) from exc
-            wait = policy.delay(attempt, kind)
             log.info("LLM call failed (%s) %s; retry %d in %.1fs", kind.code, log_context, attempt + 1, wait)
             attempt += 1
             await sleep(wait)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+
+async def _within(deadline: float | None, awaitable: Awaitable[T]) -> T:
+    """`awaitable`, cut off at `deadline` (loop time) with `BudgetExceeded`."""
+    if deadline is None:
+        return await awaitable
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+    except TimeoutError as exc:
+        if asyncio.get_running_loop().time() >= deadline:
+            raise BudgetExceeded("the answer's time budget ran out") from exc
+        raise
 
 
 async def call_with_retries(
@@ -132,14 +194,15 @@ async def call_with_retries(
 ) -> T:
     """Same policy for a non-streamed call (the router's structured decision)."""
     attempt = 0
+    deadline = policy.deadline()
     while True:
         try:
-            return await call()
+            return await _within(deadline, call())
         except Exception as exc:  # noqa: BLE001
             kind = classify(exc)
-            if not kind.retryable or attempt >= policy.max_retries:
-                raise StreamFailed(kind, "", exc) from exc
             wait = policy.delay(attempt, kind)
+            if not kind.retryable or attempt >= policy.max_retries or not policy.fits(deadline, wait):
+                raise StreamFailed(kind, "", exc) from exc
             log.info("LLM call failed (%s) %s; retry %d in %.1fs", kind.code, log_context, attempt + 1, wait)
             attempt += 1
             await sleep(wait)

@@ -27,6 +27,12 @@ def _csv(value: object) -> object:
     return value
 
 
+# The bot scopes of manifest.yml, asked for by "Add to Slack" unless SLACK_SCOPES says otherwise.
+DEFAULT_SLACK_SCOPES = ("app_mentions:read", "chat:write", "commands", "channels:history", "groups:history",
+                        "im:history", "assistant:write", "channels:read", "groups:read", "users:read", "files:read",
+                        "im:write")  # im:write: the Home tab's modal answers in a DM (issue 20)
+
+
 class Settings(BaseSettings):
     """Switchboard's configuration. Each field's env var is its upper-case name unless an alias says otherwise."""
 
@@ -56,6 +62,16 @@ class Settings(BaseSettings):
     llm_timeout_s: float = 60.0
     llm_max_retries: int = 3
     llm_temperature: float = 0.2
+    # Images people attach go to the model as image input only when it accepts them: true, false, or auto (a
+    # guess from OPENAI_MODEL's name, `core.attachments.model_accepts_images`). Without vision the reply says so.
+    openai_vision: bool | Literal["auto"] = "auto"
+
+    # --- attachments (files shared with a question: `bots.attachments`) -------------------------------------------
+    # Larger files are refused from their declared size, and a download is cut off at this size whatever was declared.
+    max_attachment_mb: float = Field(default=10.0, gt=0, le=100)
+    # Characters of text taken from one message's files (text, logs, code, CSV, JSON, PDF text), shared among them;
+    # the rest is cut with a note saying so, so a huge log cannot crowd out the question.
+    max_attachment_chars: int = Field(default=12_000, ge=500)
 
     # --- embeddings and knowledge --------------------------------------------------------------------------------
     embedding_provider: Literal["local", "openai"] = "local"
@@ -63,6 +79,15 @@ class Settings(BaseSettings):
     retrieval_k: int = 4
     cag_token_budget: int = 16_000
     history_token_budget: int = 2_000
+    # The request sent to the model (system prompt, summary of older turns, recent turns, question and passages;
+    # not a CAG agent's cached documents) stays within this; older turns are folded into a running summary.
+    max_context_tokens: int = Field(default=6_000, ge=1_000,
+                                    description="Token budget of the conversation sent to the model.")
+    # Called into a thread (a mention in a Slack thread or Discord reply chain the bot was not part of): how
+    # many earlier messages it reads, and their token budget (the oldest are left out first, and the prompt
+    # says how many).
+    thread_context_messages: int = Field(default=50, ge=0, le=1_000)
+    thread_context_tokens: int = Field(default=2_000, ge=0)
     router_confidence: float = 0.05  # min margin between the best and second-best agent scores
     support_email: str = "support@lumenly.io"
     company_name: str = "Lumenly"
@@ -97,11 +122,81 @@ class Settings(BaseSettings):
     # DISCORD_SHARD_LEASE_S, and a replica that dies gives its shards to the others within that time.
     discord_shard_count: int = Field(default=1, ge=1)
     discord_shard_lease_s: float = Field(default=10.0, gt=0)
+    # Forum channels run as a support desk (bots/discord/forums.py): each new post is answered in its thread
+    # without a mention. Forum channel ids, comma-separated, or `all` for every forum the bot can read; empty = none.
+    discord_forum_channels: Annotated[list[int] | Literal["all"], NoDecode] = Field(default_factory=list)
+
+    @field_validator("discord_forum_channels", mode="before")
+    @classmethod
+    def _forum_list(cls, value: object) -> object:
+        """`DISCORD_FORUM_CHANNELS=all` (any case) means every forum; otherwise a list of ids."""
+        if isinstance(value, str) and value.strip().lower() == "all":
+            return "all"
+        return _csv(value)
 
     # On SIGTERM/SIGINT, replies in flight may finish for this long before they are cut with an "interrupted" note.
     drain_timeout_s: float = 20.0
 
     log_level: str = "INFO"
+
+    # --- many workspaces (issue 18; bots/slack/oauth.py, core/workspaces.py, coordination/quotas.py) -------------
+    # "Add to Slack" distribution: with SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (and SLACK_SIGNING_SECRET) set,
+    # workspaces install the app at /slack/install and each is answered with its own bot token, kept encrypted
+    # in the database with ENCRYPTION_KEY (a Fernet key); SLACK_BOT_TOKEN is then not used.
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    # The full redirect URL registered under OAuth & Permissions (https://<host>/slack/oauth_redirect); empty =
+    # the one registered in the app (Slack then uses it).
+    slack_redirect_uri: str | None = None
+    slack_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_SLACK_SCOPES))
+    slack_authorize_url: str = "https://slack.com/oauth/v2/authorize"  # tests point it at the fake Slack
+    slack_install_state_s: int = Field(default=600, ge=30)  # how long an "Add to Slack" link stays valid
+    slack_token_rotation_minutes: int = Field(default=120, ge=1)  # refresh a rotating token this long before expiry
+    encryption_key: SecretStr | None = None  # Fernet key (`switchboard workspaces key` prints a new one)
+    # Daily question quotas (UTC days; 0 = no limit): per user, per channel, per workspace or guild (a
+    # workspace's own `daily_quota` replaces WORKSPACE_DAILY_QUOTA), and per IP address on POST /chat.
+    quota_user_per_day: int = Field(default=0, ge=0)
+    quota_channel_per_day: int = Field(default=0, ge=0)
+    workspace_daily_quota: int = Field(default=0, ge=0)
+    quota_ip_per_day: int = Field(default=0, ge=0)
+
+    @field_validator("slack_client_id", "slack_client_secret", "slack_redirect_uri", "encryption_key",
+                     mode="before")
+    @classmethod
+    def _blank_oauth_is_unset(cls, value: object) -> object:
+        """`SLACK_CLIENT_ID=` (as in .env.example) means single-token mode."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("slack_scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: object) -> object:
+        """`SLACK_SCOPES=` (as in .env.example) means the manifest's scopes."""
+        return list(DEFAULT_SLACK_SCOPES) if isinstance(value, str) and not value.strip() else _csv(value)
+
+    @property
+    def slack_oauth_enabled(self) -> bool:
+        """"Add to Slack" mode: SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are both set."""
+        return bool(self.slack_client_id and self.slack_client_secret
+                    and self.slack_client_secret.get_secret_value())
+    # LOG_FORMAT=json: one JSON object per line (with session_key, turn_id and trace_id when known) for log stacks;
+    # "text" (the default) is the readable console format (core/logging_setup.py).
+    log_format: Literal["text", "json"] = "text"
+
+    # --- the operator's view (issue 16: /admin, turn records, traces; README "The operator's dashboard") ---------
+    # ADMIN_TOKEN turns /admin on (unset: 404). Sent as `Authorization: Bearer <token>` or typed once into the
+    # page's login form, which sets a signed HttpOnly cookie.
+    admin_token: SecretStr | None = None
+    # Turn records (the dashboard's data) are pruned after RETENTION_DAYS (defined with the storage settings).
+    # OTLP/HTTP collector base URL (e.g. http://otel-collector:4318): spans of every turn are exported there;
+    # unset = no tracing set up at all (a no-op tracer). The standard OTEL_* variables (headers…) apply too.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "switchboard"
+
+    @field_validator("admin_token", "otel_exporter_otlp_endpoint", mode="before")
+    @classmethod
+    def _blank_admin_is_unset(cls, value: object) -> object:
+        """`ADMIN_TOKEN=` (as in .env.example) means the dashboard is off."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("web_cors_origins", "discord_allowed_guilds", "discord_allowed_channels", mode="before")
     @classmethod
@@ -195,6 +290,29 @@ class Settings(BaseSettings):
     # An SSE comment (": keep-alive") after this many seconds without a frame (before the first token and between
     # tokens), so proxies that cut idle connections (often at 60 s) keep a slow model's stream open.
     web_heartbeat_s: float = Field(default=15.0, gt=0)
+    # Sessions belong to their creator (bots/web/sessions.py): each web session has a secret derived from its id
+    # with this key (HMAC); set the same value on every replica. Unset: a random key kept in <data dir>.
+    web_session_secret: SecretStr | None = None
+    # Comma-separated keys; when set, POST /chat, POST /handoff and /sessions need one (`Authorization: Bearer` or
+    # `X-API-Key`) or the chat page's signed cookie. Empty: the API is open (sessions still need their secret).
+    web_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # One time budget per answer, across the model call's retries: past it the user gets the readable
+    # "took too long" error instead of waiting up to (LLM_MAX_RETRIES + 1) x LLM_TIMEOUT_S plus back-off.
+    answer_timeout_s: float = Field(default=90.0, gt=0)
+    # Links in answers are clickable only for these domains (and their subdomains) plus the knowledge sources'
+    # own domains (bots/links.py); any other link is shown as plain text with its full URL.
+    link_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("web_api_keys", "link_domains", mode="before")
+    @classmethod
+    def _split_csv_lists(cls, value: object) -> object:
+        return _csv(value)
+
+    @field_validator("web_session_secret", mode="before")
+    @classmethod
+    def _blank_session_secret(cls, value: object) -> object:
+        """`WEB_SESSION_SECRET=` (as in .env.example) means a key kept in the data directory."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("web_rate_limit")
     @classmethod
@@ -207,6 +325,32 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"WEB_RATE_LIMIT={value!r} is not a rate such as 60/minute or 5/second;200/hour") from exc
         return value
+
+
+    # --- bounded storage and privacy (issue 15; core/retention.py, core/redaction.py, core/datadir.py) -------------
+    # Conversations, their turn records, support-log rows and votes older than this many days are deleted by
+    # `switchboard prune` and by the daily job of `switchboard run`. One setting for every store.
+    retention_days: int = Field(default=90, ge=1)
+    # A conversation stops after this many questions: the next one is answered with a sentence asking the user to
+    # start a new conversation, and the model is not called (each turn stores the whole history again).
+    max_turns: int = Field(default=100, ge=1)
+    # What is masked in a message before it is stored, logged or sent to the model: any of cards, emails, phones,
+    # secrets (API keys, tokens, passwords), comma-separated; empty masks nothing.
+    redact: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["cards", "secrets"])
+    # Whether log lines may carry message text (questions, answers); off by default (personal data).
+    log_content: bool = False
+
+    @field_validator("redact", mode="before")
+    @classmethod
+    def _redact_kinds(cls, value: object) -> object:
+        """REDACT=cards,emails: known kinds only, so a typo is a start-up error rather than data left unmasked."""
+        from core.redaction import KINDS
+
+        kinds = [str(kind).strip().lower() for kind in (_csv(value) or [])]  # type: ignore[union-attr]
+        unknown = [kind for kind in kinds if kind not in KINDS]
+        if unknown:
+            raise ValueError(f"REDACT: unknown kind(s) {', '.join(unknown)}; use any of {', '.join(KINDS)}")
+        return kinds
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -3,7 +3,9 @@
 The agent nodes keep, with each answer, who answered, how sure the bot was and what it cited
 (`AIMessage.response_metadata`, `core.graph._turn_metadata`); a request for a person is a question marked
 `handoff` (`core.graph._marked_handoff`). A handoff's ticket and `switchboard draft-article` read the
-conversation through here, so neither knows LangGraph's message types. Pure: messages in, turns out.
+conversation through here, so neither knows LangGraph's message types. The earlier messages of a thread the
+bot was called into (`core.thread_context`) are context, not turns, and are left out. Pure: messages in, turns
+out.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
+
+from core.thread_context import is_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,8 @@ def turns_of(messages: Sequence[Any]) -> list[Turn]:
     """The conversation's turns, oldest first."""
     turns: list[Turn] = []
     for message in messages:
+        if is_context(message):
+            continue  # the thread the bot was called into: context, never a question it was asked
         if isinstance(message, HumanMessage):
             asked = bool((message.additional_kwargs or {}).get("handoff"))
             turns.append(Turn(question=str(message.content), asked_for_person=asked))

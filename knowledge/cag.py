@@ -138,6 +138,10 @@ class CachedDocumentSet:
             except (OSError, UnreadableFile) as exc:
                 log.warning("cached document %s left out: %s", path, exc)  # the next ingest settles it
                 continue
+            if document is not None and document.meta.get("internal") is True:
+                # `internal: true`: retrieved in passages like any document, never put whole into the prompt.
+                log.info("cached document %s left out: it is marked internal", document.source)
+                continue
             if document is not None and (document.cache or (spec is not None and spec.caches(document.source))):
                 documents.append(document)
         if not documents:

@@ -25,6 +25,7 @@ from core.settings import Settings, load_settings
 from switchboard.run import run_command
 from switchboard.sources_cli import sources_command, sync_command
 from switchboard.support_cli import draft_article_command, gaps_command
+from switchboard.workspaces_cli import workspaces_app
 
 app = typer.Typer(help="Switchboard: a support bot for Slack, Discord and the web.", no_args_is_help=True)
 console = Console()
@@ -34,6 +35,9 @@ err_console = Console(stderr=True)
 def _settings() -> Settings:
     settings = load_settings()
     setup_logging("WARNING" if settings.log_level.upper() == "INFO" else settings.log_level)
+    from core.logging_setup import use_log_format
+
+    use_log_format(settings.log_format)  # LOG_FORMAT=json: JSON lines
     return settings
 
 
@@ -347,6 +351,15 @@ app.command(name="sources")(sources_command)
 
 app.command(name="gaps")(gaps_command)
 app.command(name="draft-article")(draft_article_command)
+
+# --- retention and erasure (RETENTION_DAYS): `switchboard/privacy_cli.py` -------------------------------------
+from switchboard.privacy_cli import forget_command, prune_command  # noqa: E402
+
+app.command(name="prune")(prune_command)
+app.command(name="forget")(forget_command)
+
+# --- many workspaces: `switchboard/workspaces_cli.py` (issue 18) ---------------------------------------------------
+app.add_typer(workspaces_app, name="workspaces")
 
 
 @app.command(name="feedback")

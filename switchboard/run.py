@@ -27,6 +27,7 @@ from knowledge.agents import AgentsFileError, check_documents
 from knowledge.sources.config import SourcesFileError
 from knowledge.store import StoreUnavailableError
 from switchboard.placement import Membership, Placement
+from switchboard.privacy_cli import start_retention
 from switchboard.sync_jobs import start_source_sync
 from switchboard.workers import check_workers, run_workers, worker_position
 
@@ -66,6 +67,15 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     problems = validate_settings(settings)
     if problems:
         raise StartupError("\n".join(f"{p.message} Fix: {p.fix}" for p in problems))
+    from core.datadir import DataDirProblem, check_writable
+
+    try:  # a read-only or full data directory: one sentence with the fix, before anything opens a store in it
+        check_writable(settings.data_dir)
+    except DataDirProblem as exc:
+        raise StartupError(str(exc)) from None
+    from bots import links
+
+    links.configure(links.policy_for(settings))  # clickable links only to the allow-list, on every platform
     coord = connect_coordination(settings.redis_url, replica_id=_replica_id(settings),
                                  lease_s=settings.coordination_lease_s)
     problem = await coord.ping()
@@ -87,6 +97,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     frontends: list[Any] = []
     sweeper: asyncio.Task[None] | None = None
     syncs: Any = None
+    retention: Any = None
     runner: web.AppRunner | None = None
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -96,8 +107,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             syncs = start_source_sync(settings, orchestrator, coord)  # each source on its `every:`; None without
         except SourcesFileError as exc:  # SOURCES_FILE
             raise StartupError(str(exc)) from None
+        retention = start_retention(settings, orchestrator, coord)  # RETENTION_DAYS: daily, one replica a day
         extra_routes: list[web.RouteDef] = []
-        if slack_enabled(settings):
+        if slack_enabled(settings) or settings.slack_oauth_enabled:  # one token, or "Add to Slack"
             from bots.slack.app import SlackFrontend
 
             slack = SlackFrontend(settings, orchestrator, coordination=coord)
@@ -150,6 +162,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             sweeper.cancel()
         if syncs is not None:
             await syncs.stop()
+        if retention is not None:
+            await retention.stop()
         for frontend in reversed(frontends):
             with contextlib.suppress(Exception):
                 await frontend.stop()
@@ -189,13 +203,27 @@ def run_command(workers: int = typer.Option(1, "--workers", min=1, max=64,
 
     settings = load_settings()
     setup_logging(settings.log_level)
+    from core.logging_setup import use_log_format
+    from core.tracing import setup_tracing
+
+    use_log_format(settings.log_format)  # LOG_FORMAT=json: JSON lines with session key, turn id, trace id
+    setup_tracing(settings)  # OTLP/HTTP spans when OTEL_EXPORTER_OTLP_ENDPOINT is set (flushed at exit); else off
     try:
         check_workers(settings, workers)
+        from core.datadir import DataDirProblem, claim_data_dir
+
+        from switchboard.workers import worker_position
+
+        try:  # one launch per data directory with embedded stores; its workers share the lock (held till exit)
+            if worker_position()[1] == 1:  # a worker of `--workers N`: the launching process holds it for all
+                _held = claim_data_dir(settings)  # noqa: F841 - released by the kernel when this process ends
+        except DataDirProblem as exc:
+            raise StartupError(str(exc)) from None
         if workers > 1:
             raise typer.Exit(run_workers(workers))
         asyncio.run(serve(settings))
     except StartupError as exc:
-        console.print(f"[red]Cannot start:[/] {exc}")
+        console.print(f"[red]Cannot start:[/] {exc}", soft_wrap=True)  # a path is never cut in two
         raise typer.Exit(2)
     except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it first
         pass

@@ -200,3 +200,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _uses_shared_servers(item.path, seen):
             item.add_marker(pytest.mark.xdist_group("shared-servers"))
+
+
+@pytest.fixture(autouse=True)
+def _process_link_policy_restored():
+    """`switchboard run`'s `serve()` installs the process's link allow-list (`bots.links.configure`); tests that
+    call it in-process must not leave it to the next test on the same worker."""
+    from bots import links
+
+    previous = links.current()
+    yield
+    links.configure(previous)

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -254,7 +255,9 @@ def replica_env(*, data_dir: Path, port: int, redis_url: str | None, database_ur
     env.update(SWITCHBOARD_DATA_DIR=str(data_dir), WEB_HOST="127.0.0.1", WEB_PORT=str(port), LOG_LEVEL="INFO",
                EMBEDDING_PROVIDER="local", PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1", TERM="dumb",
                # one loopback client sends every request here: the web API's per-client caps would refuse some
-               WEB_RATE_LIMIT="100000/minute", WEB_MAX_STREAMS_PER_CLIENT="10000")
+               WEB_RATE_LIMIT="100000/minute", WEB_MAX_STREAMS_PER_CLIENT="10000",
+               # replicas agree on web sessions' secrets only with one key (bots/web/sessions.py)
+               WEB_SESSION_SECRET=WEB_SESSION_KEY)
     if redis_url:
         env["REDIS_URL"] = redis_url
     if database_url:
@@ -390,9 +393,20 @@ def post_chat(port: int, message: str, *, session_id: str | None = None, timeout
         conn.close()
 
 
-def get_json(url: str, timeout: float = 10.0) -> tuple[int, Any]:
+WEB_SESSION_KEY = "replica-harness-shared-web-session-key"
+
+
+def owner_headers(session_id: str) -> dict[str, str]:
+    """The credential of a web session on these replicas (a web session belongs to its creator, issue 15)."""
+    from bots.web.sessions import SessionGuard
+
+    guard = SessionGuard.from_settings(types.SimpleNamespace(web_session_secret=WEB_SESSION_KEY))
+    return {"X-Session-Secret": guard.secret_for(session_id)}
+
+
+def get_json(url: str, timeout: float = 10.0, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")

@@ -247,12 +247,12 @@ async def watch_answer(page: Page, timeout: float = 20.0) -> tuple[list[str], di
         await asyncio.sleep(0.01)
 
 
-async def session_turns(server: TestServer, session_id: str) -> tuple[int, list[str]]:
-    async with ClientSession() as http:
-        async with http.get(server.make_url(f"/sessions/{session_id}")) as response:
-            assert response.status == 200, await response.text()
-            info = await response.json()
-    return info["turns"], info["agents"]
+async def session_turns(page: Page, session_id: str) -> tuple[int, list[str]]:
+    """GET /sessions/{id} from the page itself: its HttpOnly cookie is the session's credential (issue 15)."""
+    info = await page.evaluate("fetch('/sessions/' + %s).then(async r => ({status: r.status, body: await r.json()}))"
+                               % json.dumps(session_id))
+    assert info["status"] == 200, info
+    return info["body"]["turns"], info["body"]["agents"]
 
 
 @contextlib.asynccontextmanager
@@ -315,7 +315,7 @@ async def test_chat_page_streams_an_answer_in_chromium(browser: Browser, corpus_
             await page.type_and_press_enter("Can I pay the Enterprise plan by invoice?")
             _, state = await watch_answer(page)
             assert state["done"] == "true" and state["count"] == 2
-            assert await session_turns(server, first_session) == (2, ["billing"])
+            assert await session_turns(page, first_session) == (2, ["billing"])
 
             # …and "New conversation" (still in view after a long thread) clears it and starts a new session.
             await page.click("#new")
@@ -326,8 +326,8 @@ async def test_chat_page_streams_an_answer_in_chromium(browser: Browser, corpus_
             assert state["done"] == "true" and state["badges"] == ["Policy"] and state["count"] == 1
             second_session = await page.evaluate("sessionStorage.getItem('switchboard-session')")
             assert second_session and second_session != first_session
-            assert await session_turns(server, second_session) == (1, ["policy"])
-            assert await session_turns(server, first_session) == (2, ["billing"])
+            assert await session_turns(page, second_session) == (1, ["policy"])
+            assert await session_turns(page, first_session) == (2, ["billing"])
             assert page.exceptions() == []
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from core.events import Agent, Complete, Error, Sources, Start, Token
 from core.orchestrator import build_orchestrator
-from core.retry import RetryPolicy
 from tests.conftest import make_settings
 from tests.fakes.openai_server import FakeOpenAI, Fault, Reply
 

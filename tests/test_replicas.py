@@ -34,7 +34,7 @@ import pytest
 from tests.fakes.slack import CHANNEL, FakeSlack
 from tests.replica_harness import (BRISK_TAG, MARKER, SLOW_TAG, SWITCHBOARD_EXE, Replica, answered, bot_messages,
                                    connection_of, describe_threads, free_port, get_json, has_feedback, listeners, logs,
-                                   on_fake, post_chat, postgres_problem, postgres_schema, redis_database,
+                                   on_fake, owner_headers, post_chat, postgres_problem, postgres_schema, redis_database,
                                    redis_problem, replica_env, responder, settled, spawn, start_replicas, wait_fake,
                                    wait_ready)
 
@@ -195,10 +195,11 @@ def test_a_web_session_is_the_same_on_every_replica(trio: Cluster) -> None:
     session = f"replicas-{uuid.uuid4().hex[:8]}"
     first = post_chat(a.port, "How much does the Pro plan cost?", session_id=session)
     assert first.status == 200 and "complete" in first.kinds, first.events
-    second = post_chat(b.port, "And is there a discount for annual billing?", session_id=session)
+    second = post_chat(b.port, "And is there a discount for annual billing?", session_id=session,
+                       session_secret=first.events[0][1]["session_secret"])
     assert second.status == 200 and "complete" in second.kinds, second.events
 
-    seen = {r.name: get_json(f"{r.base_url}/sessions/{session}") for r in (a, b, c)}
+    seen = {r.name: get_json(f"{r.base_url}/sessions/{session}", headers=owner_headers(session)) for r in (a, b, c)}
     assert all(status == 200 for status, _ in seen.values()), seen
     assert seen["A"] == seen["B"] == seen["C"], seen
     assert seen["A"][1]["turns"] == 2, seen
@@ -257,15 +258,17 @@ def test_a_web_request_retried_with_the_same_message_id_is_answered_once(trio: C
     with concurrent.futures.ThreadPoolExecutor(2) as pool:  # the client gave up on A and retried on B at once
         both = list(pool.map(lambda r: post_chat(r.port, question, session_id=session, message_id=message_id),
                              (a, b)))
-    late = post_chat(c.port, question, session_id=session, message_id=message_id)  # and once more, later
+    late = post_chat(c.port, question, session_id=session, message_id=message_id,  # and once more, later
+                     session_secret=owner_headers(session)["X-Session-Secret"])
     answers = [*both, late]
     statuses = sorted(answer.status for answer in answers)
     assert statuses == [200, 409, 409], [(x.status, x.events) for x in answers]
     assert "complete" in next(x for x in answers if x.status == 200).kinds
-    status, info = get_json(f"{c.base_url}/sessions/{session}")
+    status, info = get_json(f"{c.base_url}/sessions/{session}", headers=owner_headers(session))
     assert status == 200 and info["turns"] == 1, (status, info)
 
-    fresh = post_chat(a.port, "And for a team of ten?", session_id=session, message_id=uuid.uuid4().hex)
+    fresh = post_chat(a.port, "And for a team of ten?", session_id=session, message_id=uuid.uuid4().hex,
+                      session_secret=owner_headers(session)["X-Session-Secret"])
     assert fresh.status == 200 and "complete" in fresh.kinds, fresh.events
 
 

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from bots.metrics import REGISTRY
 from bots.support.desk import ASKED_TICKET, UNREACHABLE, desk_for
-from bots.web.server import ORCHESTRATOR, create_app
+from bots.web.server import ORCHESTRATOR, SESSIONS, create_app
 from core.orchestrator import build_orchestrator
 from tests.test_core import Sleeps
 
@@ -87,8 +87,14 @@ async def web_app(corpus_settings):
         await orchestrator.aclose()
 
 
+def owner(client: TestClient, session_id: str) -> dict[str, str]:
+    """The session's credential (issue 15: a web session belongs to its creator)."""
+    return {"X-Session-Secret": client.app[SESSIONS].secret_for(session_id)}
+
+
 async def chat(client: TestClient, message: str, session_id: str) -> list[tuple[str, dict[str, Any]]]:
-    response = await client.post("/chat", json={"message": message, "session_id": session_id})
+    response = await client.post("/chat", json={"message": message, "session_id": session_id},
+                                 headers=owner(client, session_id))
     assert response.status == 200
     frames = []
     for block in (await response.text()).strip().split("\n\n"):
@@ -109,7 +115,7 @@ async def test_the_web_handoff_reaches_the_webhook_after_two_500s(web_app) -> No
     assert sum(metric("switchboard_unanswered_total", platform="web", agent=a)
                for a in ("billing", "technical", "policy")) == unanswered + 1
 
-    response = await client.post("/handoff", json={"session_id": "s-web-1"})
+    response = await client.post("/handoff", json={"session_id": "s-web-1"}, headers=owner(client, "s-web-1"))
     data = await response.json()
     assert response.status == 200 and data["message"] == ASKED_TICKET and data["status"] == "requested"
     assert receiver.bad_signatures == 0 and len(receiver.received) == 3
@@ -126,7 +132,7 @@ async def test_the_web_handoff_reaches_the_webhook_after_two_500s(web_app) -> No
 async def test_a_webhook_that_never_recovers_ends_in_a_readable_sentence(web_app) -> None:
     client, receiver, sleeps = await web_app([(503, {})] * 3, attempts=3)
     await chat(client, UNANSWERABLE, "s-web-2")
-    data = await (await client.post("/handoff", json={"session_id": "s-web-2"})).json()
+    data = await (await client.post("/handoff", json={"session_id": "s-web-2"}, headers=owner(client, "s-web-2"))).json()
     email = client.app[ORCHESTRATOR].settings.support_email
     assert data["message"] == UNREACHABLE.format(email=email) and data["status"] == "failed"
     assert len(receiver.received) == 3 and sleeps.waits == [1.0, 2.0]
@@ -135,7 +141,7 @@ async def test_a_webhook_that_never_recovers_ends_in_a_readable_sentence(web_app
 async def test_a_429_is_retried_after_its_retry_after(web_app) -> None:
     client, receiver, sleeps = await web_app([(429, {"Retry-After": "7"}), (200, {})])
     await chat(client, "What does the Enterprise plan cost?", "s-web-3")
-    data = await (await client.post("/handoff", json={"session_id": "s-web-3"})).json()
+    data = await (await client.post("/handoff", json={"session_id": "s-web-3"}, headers=owner(client, "s-web-3"))).json()
     assert data["message"] == ASKED_TICKET and sleeps.waits == [7.0] and len(receiver.received) == 2
 
 

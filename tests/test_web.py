@@ -85,11 +85,13 @@ async def test_sse_against_the_fake_llm(corpus_settings, question, agent) -> Non
 async def test_sessions_endpoints(client) -> None:
     _, events, _ = await ask(client, "Do you comply with GDPR?", session_id="abc-1")
     assert events[0][1]["session_id"] == "abc-1"
-    await ask(client, "And how long do you keep backups?", session_id="abc-1")
-    info = await (await client.get("/sessions/abc-1")).json()
+    mine = {"X-Session-Secret": events[0][1]["session_secret"]}  # sessions belong to their creator (issue 15)
+    await ask(client, "And how long do you keep backups?", session_id="abc-1",
+              session_secret=mine["X-Session-Secret"])
+    info = await (await client.get("/sessions/abc-1", headers=mine)).json()
     assert info["turns"] == 2 and info["agents"] == ["policy"] and info["created_at"] <= info["updated_at"]
-    assert (await client.delete("/sessions/abc-1")).status == 204
-    missing = await client.get("/sessions/abc-1")
+    assert (await client.delete("/sessions/abc-1", headers=mine)).status == 204
+    missing = await client.get("/sessions/abc-1", headers=mine)
     assert missing.status == 404 and "No session" in (await missing.json())["error"]
     assert (await client.delete("/sessions/nope")).status == 404
 
@@ -209,12 +211,15 @@ async def test_shutdown_mid_stream_sends_an_interrupted_event(corpus_settings) -
 async def test_a_retried_message_with_the_same_id_is_answered_once(client) -> None:
     body = {"message": "How much is the Pro plan?", "session_id": "retry-1", "message_id": "m-1"}
     first = await client.post("/chat", json=body)
-    assert first.status == 200 and "event: complete" in await first.text()
+    text = await first.text()
+    assert first.status == 200 and "event: complete" in text
+    secret = json.loads(text.split("data: ", 1)[1].split("\n", 1)[0])["session_secret"]  # issue 15: the owner's
+    body["session_secret"] = secret
     again = await client.post("/chat", json=body)
     assert again.status == 409 and "already received" in (await again.json())["error"]
     other = await client.post("/chat", json={**body, "message_id": "m-2"})
     assert other.status == 200 and "event: complete" in await other.text()
-    info = await (await client.get("/sessions/retry-1")).json()
+    info = await (await client.get("/sessions/retry-1", headers={"X-Session-Secret": secret})).json()
     assert info["turns"] == 2  # the retry added no turn
     bad = await client.post("/chat", json={**body, "message_id": "has spaces"})
     assert bad.status == 422

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import discord
@@ -49,9 +50,14 @@ from bots.discord.conversation import (
     usage_text,
 )
 from bots.discord.inbound import PLATFORM, THREAD_TYPES, Place, inbound_from_message, reply_chain_inbound
+from bots.discord.history import called_in_context, calls_in
+from core.thread_context import merged
+from bots.discord.inbound import attached_files
+from bots.attachments import max_bytes_of, prepare, with_files
 from bots.discord.clients import ShardedSwitchboardClient, SwitchboardClient
 from bots.discord.gateway import BAD_TOKEN, MISSING_INTENT, GatewayConnection
 from bots.discord.handoff import register as register_staff
+from bots.discord.forums import ForumDesk
 from bots.discord.shards import ShardKeeper
 from bots.discord.surface import NO_MENTIONS, ChannelSurface, DiscordSurface, InteractionSurface
 from bots.pacing import BudgetPool
@@ -119,11 +125,17 @@ class DiscordFrontend(GatewayConnection):
         self.pipeline = AnswerPipeline(orchestrator, PLATFORM, self._texts(), edit_interval_s=self.edit_interval_s,
                                        replies=self.coordination.inflight, support=self.support)
         self.recent = self.pipeline.recent  # (session key, outcome), newest last
+        self.forums = ForumDesk(self)  # posts in DISCORD_FORUM_CHANNELS, answered without a mention
         self.platform_429s = 0  # 429 responses seen, including those discord.py retried by itself
         self.commands_note = "slash commands not synced"
         self._connection: asyncio.Task[None] | None = None
         self._stopping = False
         self._started = False  # start() returned: a gateway that ends after this is reported by _gateway_ended
+
+    async def start(self) -> None:
+        await super().start()
+        if self.client is not None:  # "Solved" under forum answers, also those sent before a restart
+            self.forums.install(self.client)
 
     # --- messages ----------------------------------------------------------------------------------------------
     def on_message(self, message: discord.Message) -> None:
@@ -131,6 +143,11 @@ class DiscordFrontend(GatewayConnection):
         if self._stopping or me is None:
             return
         if not self._holds(message.guild.id if message.guild else getattr(message.channel, "guild_id", None)):
+            return
+        if self.forums.claims(message):  # a post in a listed forum: its own rules (bots.discord.forums)
+            forum_inbound = self.forums.inbound(message, me_id=me.id)
+            if forum_inbound is not None:
+                self.pipeline.inflight.spawn(self.forums.answer(forum_inbound))
             return
         inbound = inbound_from_message(message, me_id=me.id, allowed_guilds=self.settings.discord_allowed_guilds,
                                        allowed_channels=self.settings.discord_allowed_channels,
@@ -145,6 +162,7 @@ class DiscordFrontend(GatewayConnection):
         if not await self._first_delivery("message", message.id):
             return
         channel: Any = message.channel
+        called_in = calls_in(place.kind, message, self.client.user.id if self.client and self.client.user else 0)
         if place.kind == "new" and intent_of(inbound.text) == "question":
             thread = await self._open_thread(message, inbound.text)
             if thread is not None:
@@ -158,7 +176,36 @@ class DiscordFrontend(GatewayConnection):
         with self.budgets.using(channel.id) as budget:
             surface = ChannelSurface(channel, reply_to=reply_to, max_chars=self.settings.discord_max_chars,
                                      session_key=inbound.session_key, budget=budget)
+            if called_in and intent_of(inbound.text) == "question":
+                inbound = await self._with_context(inbound, message)
+            inbound = await self._attached(inbound, message)  # last: any thread context is kept beside the files
             await self._answer(inbound, surface, started)
+
+    async def _with_context(self, inbound: Inbound, message: discord.Message) -> Inbound:
+        """Called into a reply chain or a thread it has no conversation for: what was said before goes with
+        the question, as attributed context (`bots.discord.history`), remembered in the session from then on."""
+        me = self.client.user.id if self.client and self.client.user else 0
+        in_thread = getattr(message.channel, "type", None) in THREAD_TYPES
+        try:
+            if await self.orchestrator.session_info(inbound.session_key) is not None:
+                return inbound
+            earlier = await called_in_context(message, me, in_thread=in_thread,
+                                              max_messages=self.settings.thread_context_messages,
+                                              max_tokens=self.settings.thread_context_tokens)
+        except Exception:  # noqa: BLE001 - the question is still answered, from its own text
+            log.warning("discord: reading the conversation before %s failed", message.id, exc_info=True)
+            return inbound
+        return inbound if earlier is None else replace(inbound, extras=merged(inbound.extras, earlier))
+
+    async def _attached(self, inbound: Inbound, message: discord.Message) -> Inbound:
+        """The message's attachments, fetched from the CDN (`bots.attachments`: size cap, type sniffing, text
+        budget); each one that cannot be used becomes a sentence in the reply."""
+        files = attached_files(message)
+        if not files:
+            return inbound
+        prepared = await prepare(files, max_bytes=max_bytes_of(self.settings),
+                                 max_chars=self.settings.max_attachment_chars)
+        return with_files(inbound, prepared)
 
     async def _answer(self, inbound: Inbound, surface: DiscordSurface, started: float) -> None:
         try:

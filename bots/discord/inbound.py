@@ -26,6 +26,7 @@ from bots.discord.conversation import (
     strip_bot_mention,
     thread_key,
 )
+from bots.attachments import RemoteFile
 from bots.pipeline import Inbound
 
 PLATFORM = "discord"
@@ -76,6 +77,11 @@ def inbound_from_message(message: discord.Message, *, me_id: int, allowed_guilds
             return None
     return Inbound(platform=PLATFORM, session_key=key, text=question_of(message, me_id),
                    user=str(message.author.id), place=Place(kind, message), channel=channel_of(message))
+
+
+def attached_files(message: discord.Message) -> tuple[RemoteFile, ...]:
+    """The message's attachments as files to fetch from their (signed, auth-free) CDN URLs (`bots.attachments`)."""
+    return tuple(RemoteFile(a.filename, a.url, a.size, a.content_type or "") for a in message.attachments)
 
 
 def channel_of(message: discord.Message) -> str | None:

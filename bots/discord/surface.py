@@ -27,6 +27,7 @@ from typing import Any
 import discord
 
 from bots.discord.feedback import feedback_view
+from bots.links import defang
 from bots.splitting import close_open_fence
 from bots.pacing import Budget, retry_after_of
 from core.events import SourceRef
@@ -61,7 +62,7 @@ def render_discord(view: ReplyView) -> str:
     """
     if view.status == "thinking":
         return THINKING
-    body = view.body.lstrip("\n").rstrip()
+    body = defang(view.body).lstrip("\n").rstrip()  # links off the allow-list as text (`bots.links`)
     streaming = view.status in ("routed", "streaming") and view.is_last_part
     if streaming:
         body = close_open_fence(body)

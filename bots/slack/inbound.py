@@ -70,6 +70,13 @@ def inbound_from_event(body: dict[str, Any], bot_user_id: str | None) -> Inbound
                    place=Thread(channel, thread_ts), addressed=addressed, channel=channel)
 
 
+def shared_files(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The files shared with a message (Slack's file objects, or `{id, file_access: "check_file_info"}` stubs
+    to look up with `files.info`), for `bots.attachments`."""
+    files = (body.get("event") or {}).get("files") or ()
+    return tuple(f for f in files if isinstance(f, dict) and f.get("id"))
+
+
 def inbound_from_ask(command: dict[str, Any], posted_ts: str) -> Inbound:
     """`/ask question`, after the question was posted visibly at `posted_ts`: answered in that message's thread."""
     channel = command["channel_id"]

@@ -12,7 +12,9 @@ or tables) and the libraries that exist target the opposite direction or add HTM
   turns them into a ping.
 - Headings become bold lines; `-`/`*`/`+` bullets become `•`; numbered lists stay; `> quotes` stay quotes.
 - `**bold**`/`__bold__` → `*bold*`, `*italic*`/`_italic_` → `_italic_`, `~~strike~~` → `~strike~`,
-  `[text](https://…)` and images → `<https://…|text>` (http, https and mailto only; anything else stays text).
+  `[text](https://…)` and images → `<https://…|text>` (http, https and mailto only; anything else stays text),
+  when the link's domain is on the allow-list (`bots.links`); otherwise, and for a bare URL off the list, the
+  label and the full URL in code.
 - A table (consecutive `|` rows) becomes an aligned preformatted block, since Slack cannot draw one.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from bots import links
 from bots.splitting import scan_fences
 
 ZWJ = "\u2060"  # word joiner: invisible, and breaks Slack's @here/@channel/@everyone keywords
@@ -56,7 +59,8 @@ def defuse_broadcasts(text: str) -> str:
 
 
 def to_mrkdwn(markdown: str) -> str:
-    """Convert model Markdown to Slack mrkdwn (see the module docstring for the rules)."""
+    """Convert model Markdown to Slack mrkdwn (see the module docstring for the rules). Links off the allow-list
+    (`bots.links`), masked or bare, are shown as their label and full URL in code: nothing links there."""
     text = unicodedata.normalize("NFC", markdown.replace("\r\n", "\n").replace("\r", "\n"))
     out: list[str] = []
     position = 0
@@ -115,7 +119,12 @@ def _inline(text: str, bold: str = "*") -> str:
         return _SLOT.format(len(slots) - 1)
 
     text = _INLINE_CODE.sub(lambda m: keep(f"`{escape(m.group(2).strip())}`"), text)
-    text = _LINK.sub(lambda m: keep(f"<{escape(m.group(2))}|{_link_label(m.group(1) or m.group(2))}>"), text)
+    policy = links.current()
+    text = _LINK.sub(lambda m: keep(f"<{escape(m.group(2))}|{_link_label(m.group(1) or m.group(2))}>"
+                                    if policy.allows(m.group(2)) else _refused(m.group(1), m.group(2))), text)
+    if policy.domains is not None:  # Slack links bare URLs itself: those off the list become code
+        text = links.BARE_URL.sub(lambda m: m.group(0) if policy.allows(m.group(0)) else keep(_refused("", m.group(0))),
+                                  text)
     text = escape(text)
     text = _BOLD.sub(lambda m: f"{_BOLD_MARK}{m.group(2)}{_BOLD_MARK}", text)
     text = _ITALIC_STAR.sub(lambda m: f"_{m.group(1)}_", text)
@@ -125,6 +134,11 @@ def _inline(text: str, bold: str = "*") -> str:
     return _SLOT_RE.sub(lambda m: slots[int(m.group(1))], text)
 
 
+def _refused(label: str, url: str) -> str:
+    """A link off the allow-list: its label, then its full URL as code (`bots.links.plain`)."""
+    return defuse_broadcasts(escape(links.plain(label, url)))
+
+
 def _link_label(label: str) -> str:
     # Inside <url|label>, a `|` or `>` would end the label early.
     return defuse_broadcasts(escape(label.replace("|", "¦")))
@@ -132,6 +146,8 @@ def _link_label(label: str) -> str:
 
 def _table(rows: list[str]) -> str:
     cells = [[_plain_cell(c) for c in row.strip().strip("|").split("|")] for row in rows if not _TABLE_RULE.match(row)]
+    if not cells:  # only rule rows (`|---|---|` twice): no table to draw (found by tests/test_properties.py)
+        return "──────────"
     width = max(len(r) for r in cells)
     cells = [r + [""] * (width - len(r)) for r in cells]
     widths = [max(len(r[i]) for r in cells) for i in range(width)]

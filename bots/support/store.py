@@ -179,6 +179,7 @@ class SqlSupportStore:
 
     where = ""
     _closed = False
+    redact: Any = staticmethod(lambda text: text)  # REDACT (`support_store` sets it): texts are masked when kept
 
     def _check_open(self) -> None:
         if self._closed:
@@ -211,6 +212,10 @@ class SqlSupportStore:
         return await self.get_handoff(session_key) if changed else None
 
     async def add_event(self, event: SupportEvent) -> None:
+        if event.text:  # a note is a message as posted: mask it as the core masks questions
+            from dataclasses import replace
+
+            event = replace(event, text=self.redact(event.text))
         await self._run(INSERT_EVENT, _event_params(event))
 
     async def events(self, *, since: float | None = None, session_key: str | None = None) -> list[SupportEvent]:
@@ -220,6 +225,32 @@ class SqlSupportStore:
     async def handoffs(self) -> list[HandoffRecord]:
         rows = await self._run(f"SELECT {_HANDOFF_COLUMNS} FROM {HANDOFFS} ORDER BY requested_at", {}, "all")
         return [_record(row) for row in rows]
+
+    # --- retention and erasure (RETENTION_DAYS, `switchboard prune` / `forget`; core.retention) --------------------
+
+    async def prune(self, before: float) -> int:
+        """Delete support events older than `before` (epoch seconds) and handoffs closed before it (an open one is
+        a person's work in progress); how many rows."""
+        events = await self._run(f"DELETE FROM {EVENTS} WHERE at < :before", {"before": before}, "rowcount")
+        handoffs = await self._run(f"DELETE FROM {HANDOFFS} WHERE updated_at < :before AND status NOT IN "
+                                   "('requested', 'taken')", {"before": before}, "rowcount")
+        return int(events or 0) + int(handoffs or 0)
+
+    async def sessions_of(self, user: str) -> list[str]:
+        """The conversations `user` appears in here: asked in, handed off, or took as staff."""
+        rows = await self._run(
+            f"SELECT session_key FROM {EVENTS} WHERE user_id = :user UNION SELECT session_key FROM {HANDOFFS} "
+            "WHERE requested_by = :user OR taken_by = :user", {"user": user}, "all")
+        return sorted({row["session_key"] if isinstance(row, dict) else row[0] for row in rows})
+
+    async def forget(self, session_keys: tuple[str, ...]) -> int:
+        """Delete every event and handoff of these conversations (GDPR erasure); how many rows."""
+        removed = 0
+        for key in session_keys:
+            for table in (EVENTS, HANDOFFS):
+                removed += int(await self._run(f"DELETE FROM {table} WHERE session_key = :key", {"key": key},
+                                               "rowcount") or 0)
+        return removed
 
 
 class SqliteSupportStore(SqlSupportStore):
@@ -347,5 +378,9 @@ def support_store(settings: Any) -> SupportStore:
     one opens nothing."""
     from core.checkpoints import database_url
 
+    from core.redaction import redactor_for
+
     url = database_url(settings)
-    return PostgresSupportStore(url) if url else SqliteSupportStore(Path(settings.data_dir) / SQLITE_FILE)
+    store = PostgresSupportStore(url) if url else SqliteSupportStore(Path(settings.data_dir) / SQLITE_FILE)
+    store.redact = redactor_for(settings)
+    return store

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
-ALLOW_HEADERS = "Content-Type, Authorization, X-API-Key"
+ALLOW_HEADERS = "Content-Type, Authorization, X-API-Key, X-Session-Secret"  # the last: bots/web/sessions.py
 EXPOSE_HEADERS = "Retry-After"  # so a page can honour a 429's wait
 MAX_AGE_S = "600"
 

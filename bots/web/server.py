@@ -20,14 +20,14 @@ import contextlib
 import logging
 import re
 import time
-import uuid
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from bots import metrics
+from bots import links, metrics
+from bots.admission import ip_refusal
 from bots.dedupe import FallbackDeliveryKeys
 from bots.inflight import Inflight
 from bots.support.desk import HandoffRequest, SupportDesk, desk_or_none
@@ -36,12 +36,18 @@ from bots.web.errors import BodyError, json_error, json_errors, read_json_object
 from bots.web.heartbeat import HEARTBEAT, with_heartbeats
 from bots.web.limits import AnswerGate, ClientLimits, client_id, refused
 from bots.web.openapi import DOCS_PAGE, openapi_spec
+from bots.web.uploads import is_multipart, read_chat_form
+from bots.attachments import max_bytes_of, prepare
+from core.turn_input import TurnInput
+from bots.web.sessions import SECRET_HEADER, SessionGuard, start_frame
 from bots.web.sse import HEARTBEAT as HEARTBEAT_FRAME
 from bots.web.sse import sse_frame
 from coordination import connect as connect_coordination
-from core.events import Complete, Error, Token
+from core.events import Complete, Error, Start, Token
 from core.orchestrator import Orchestrator, clean_message
 from core.retry import USER_MESSAGES
+from core.tracing import begin_turn
+from core.turn_records import TurnFacts, turn_store_of
 from knowledge.sources.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -54,7 +60,9 @@ DELIVERIES = web.AppKey("deliveries", object)  # (session_id, message_id) seen: 
 SUPPORT: web.AppKey[SupportDesk | None] = web.AppKey("support")  # the support desk (`bots.support.desk`)
 CLIENT_LIMITS = web.AppKey("client_limits", ClientLimits)
 ANSWER_GATE = web.AppKey("answer_gate", AnswerGate)
+SESSIONS = web.AppKey("sessions", SessionGuard)  # who may use which web session (`bots/web/sessions.py`)
 CHAT_EXAMPLE = '{"message": "your question"}'
+EXTRAS = web.RequestKey("extras", TurnInput)  # the files uploaded with a question (`bots/web/uploads.py`)
 RESTARTING = "The server is restarting; the answer was interrupted. Please ask again."
 
 
@@ -84,7 +92,7 @@ async def index(request: web.Request) -> web.StreamResponse:
     """Browsers get the chat page; API clients get name, version and links."""
     accept = request.headers.get("Accept", "")
     if "text/html" in accept:
-        return web.FileResponse(STATIC / "index.html")
+        return await chat_page(request)
     return web.json_response({
         "name": "Switchboard", "version": app_version(),
         "links": {"chat": "/chat", "docs": "/docs", "openapi": "/openapi.json", "health": "/health",
@@ -93,7 +101,25 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def chat_page(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "index.html")
+    """The chat page, with the signed browser cookie that owns its sessions (and stands in for an API key)."""
+    response = web.FileResponse(STATIC / "index.html")
+    request.app[SESSIONS].issue_cookie(request, response)
+    return response
+
+
+def not_allowed() -> web.Response:
+    """401 for a request without a known API key (or the chat page's cookie) while WEB_API_KEYS is set."""
+    response = json_error(401, "An API key is required.",
+                          "Send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="switchboard"'
+    return response
+
+
+def not_yours(session_id: str) -> web.Response:
+    """403 for posting to a conversation without its credential."""
+    return json_error(403, f"Session {session_id!r} belongs to someone else.",
+                      f"Send its session_secret ({SECRET_HEADER} header), or omit session_id to start a new "
+                      "conversation.")
 
 
 async def static_file(request: web.Request) -> web.StreamResponse:
@@ -113,10 +139,21 @@ async def chat(request: web.Request) -> web.StreamResponse:
     refusal = await limits.hit(client)  # before reading the body: an abusive client costs as little as possible
     if refusal is not None:
         return refused(refusal)
+    guard = request.app[SESSIONS]
+    if not guard.api_allowed(request):
+        return not_allowed()
+    files: list[Any] = []
     try:
-        body = await read_json_object(request, CHAT_EXAMPLE)
+        if is_multipart(request):  # a question with files (`bots/web/uploads.py`); JSON only otherwise
+            body, files = await read_chat_form(request, max_bytes=max_bytes_of(orchestrator.settings),
+                                               max_field_chars=orchestrator.settings.max_message_chars)
+        else:
+            body = await read_json_object(request, CHAT_EXAMPLE)
     except BodyError as exc:
         return exc.response
+    if files:  # read in memory (`bots.attachments`); `_stream_answer` hands them to the core
+        request[EXTRAS] = await prepare(files, max_bytes=max_bytes_of(orchestrator.settings),
+                                        max_chars=orchestrator.settings.max_attachment_chars)
     message = body.get("message")
     if not isinstance(message, str) or not clean_message(message):
         return json_error(422, "The message is empty.", "Ask a question in the 'message' field.")
@@ -124,11 +161,20 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if len(message) > limit:
         return json_error(413, f"The message is too long ({len(message):,} characters; the limit is {limit:,}).",
                           "Shorten the message and send it again.")
-    session_id = body.get("session_id") or str(uuid.uuid4())
+    session_id = body.get("session_id")
     message_id = body.get("message_id")
     for name, value in (("session_id", session_id), ("message_id", message_id)):
         if value is not None and (not isinstance(value, str) or not SESSION_ID.fullmatch(value)):
             return json_error(422, f"{name} must be 1-128 letters, digits, '.', '_', ':' or '-'.")
+    if session_id is None:  # a new conversation: the server names it (`bots/web/sessions.py`)
+        session_id = guard.new_session_id(guard.browser_of(request))
+    elif not guard.owns(request, session_id, body) and \
+            await orchestrator.session_info(f"web:{session_id}") is not None:
+        return not_yours(session_id)  # an unused id may be claimed; an existing conversation is its owner's
+    over_quota = await ip_refusal(orchestrator, request.remote)  # QUOTA_IP_PER_DAY; the model is not called
+    if over_quota is not None:
+        return json_error(429, over_quota[0], "Each address may ask a limited number of questions a day.",
+                          {"Retry-After": str(over_quota[1])})
     async with limits.stream(client) as too_many:
         if too_many is not None:
             return refused(too_many)
@@ -173,8 +219,10 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
     started = time.monotonic()
     first_token_at: float | None = None
     status, agent, code = "error", None, "interrupted"
-    events = orchestrator.respond(f"web:{session_id}", message, user=request.remote)
-    events = _with_support(request, session_id, message, events)  # handoffs in words; outcomes recorded
+    turn = begin_turn("web", f"web:{session_id}")  # the trace's root span and the log context
+    facts = TurnFacts()  # for the turn record (the dashboard's data)
+    events = orchestrator.respond(f"web:{session_id}", message, user=request.remote, extras=request.get(EXTRAS))
+    events = facts.watch(_with_support(request, session_id, message, events))  # handoffs in words; outcomes recorded
     events = with_heartbeats(events, orchestrator.settings.web_heartbeat_s)
     ended = False  # a `complete` or `error` frame was written
     try:
@@ -182,7 +230,10 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
             if event is HEARTBEAT:
                 await response.write(HEARTBEAT_FRAME)
                 continue
-            await response.write(sse_frame(event, session_id))
+            frame = sse_frame(event, session_id)
+            if isinstance(event, Start):  # the new session's secret, for API clients to continue it
+                frame = start_frame(session_id, request.app[SESSIONS].secret_for(session_id))
+            await response.write(frame)
             if isinstance(event, Token) and first_token_at is None:
                 first_token_at = time.monotonic()
             elif isinstance(event, Complete):
@@ -213,6 +264,14 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
         await events.aclose()
         metrics.record_reply("web", status=status, agent=agent, error_code=code,
                              first_token_s=first_token_at - started if first_token_at is not None else None)
+        first_ms = (first_token_at - started) * 1000 if first_token_at is not None else None
+        total_ms = (time.monotonic() - started) * 1000
+        turn.end(agent=agent, status=status, error_code=code, first_token_ms=first_ms, total_ms=total_ms,
+                 confidence=facts.complete.confidence if facts.complete else None, handed_off=facts.handed_off)
+        store = turn_store_of(orchestrator)
+        if store is not None:
+            store.record_soon(facts.record("web", f"web:{session_id}", message, first_token_ms=first_ms,
+                                           total_ms=total_ms, status=status, error_code=code))
 
 
 def _with_support(request: web.Request, session_id: str, message: str, events: Any) -> Any:
@@ -230,6 +289,8 @@ async def handoff(request: web.Request) -> web.Response:
     refusal = await request.app[CLIENT_LIMITS].hit(client_id(request, known_api_keys(request.app[ORCHESTRATOR])))
     if refusal is not None:
         return refused(refusal)
+    if not request.app[SESSIONS].api_allowed(request):
+        return not_allowed()
     try:
         body: dict[str, Any] | None = await read_json_object(request, '{"session_id": "<the conversation>"}')
     except BodyError as exc:
@@ -241,6 +302,8 @@ async def handoff(request: web.Request) -> web.Response:
         return json_error(422, "session_id is required.", 'Send {"session_id": "<the conversation>"}.')
     desk = request.app[SUPPORT]
     key = f"web:{session_id}"
+    if not request.app[SESSIONS].owns(request, session_id, body):  # the same 404 as "no such session"
+        return json_error(404, f"No session {session_id!r}.", "Ask a question first with POST /chat.")
     if desk is None or await request.app[ORCHESTRATOR].session_info(key) is None:
         return json_error(404, f"No session {session_id!r}.", "Ask a question first with POST /chat.")
     text = await desk.request(HandoffRequest("web", key, request.remote, None, {}, "button"))
@@ -249,7 +312,21 @@ async def handoff(request: web.Request) -> web.Response:
                               "status": record.status if record is not None else "not_requested"})
 
 
+def _session_access(request: web.Request) -> web.Response | None:
+    """401 without an API key (when required); the same 404 for someone else's session as for none at all, so
+    ids cannot be probed."""
+    guard = request.app[SESSIONS]
+    if not guard.api_allowed(request):
+        return not_allowed()
+    session_id = request.match_info["session_id"]
+    if not SESSION_ID.fullmatch(session_id) or not guard.owns(request, session_id):
+        return json_error(404, f"No session {session_id!r}.", "Start one with POST /chat.")
+    return None
+
+
 async def get_session(request: web.Request) -> web.Response:
+    if (refusal := _session_access(request)) is not None:
+        return refusal
     session_id = request.match_info["session_id"]
     info = await request.app[ORCHESTRATOR].session_info(f"web:{session_id}")
     if info is None:
@@ -260,6 +337,8 @@ async def get_session(request: web.Request) -> web.Response:
 
 
 async def delete_session(request: web.Request) -> web.Response:
+    if (refusal := _session_access(request)) is not None:
+        return refusal
     session_id = request.match_info["session_id"]
     orchestrator = request.app[ORCHESTRATOR]
     if await orchestrator.session_info(f"web:{session_id}") is None:
@@ -289,6 +368,8 @@ async def agents(request: web.Request) -> web.Response:
         "agents": [{"name": spec.name, "label": spec.label, "description": spec.description}
                    for spec in registry.values()],
         "topics": registry.topics_sentence(),
+        # the chat page's link allow-list (`bots/links.py`); null: no policy configured, every link is clickable
+        "link_domains": None if (domains := links.current().domains) is None else sorted(domains),
     })
 
 
@@ -319,6 +400,7 @@ def create_app(orchestrator: Orchestrator, *, extra_routes: list[web.RouteDef] |
     )
     Cors(settings.web_cors_origins).install(app)
     app[CLIENT_LIMITS] = ClientLimits(settings.web_rate_limit, settings.web_max_streams_per_client)
+    app[SESSIONS] = SessionGuard.from_settings(settings)
     app[ANSWER_GATE] = AnswerGate(settings.web_max_answers, settings.web_answer_queue, settings.web_answer_wait_s)
     app[ORCHESTRATOR] = orchestrator
     app[INFLIGHT] = Inflight("web")
@@ -338,6 +420,9 @@ def create_app(orchestrator: Orchestrator, *, extra_routes: list[web.RouteDef] |
     app.router.add_get("/sessions/{session_id}", get_session)
     app.router.add_delete("/sessions/{session_id}", delete_session)
     app.router.add_get("/static/{name:.+}", static_file)
+    from bots.web.admin import install_admin
+
+    install_admin(app, orchestrator)  # /admin when ADMIN_TOKEN is set; otherwise not mounted (404)
     if extra_routes:
         app.add_routes(extra_routes)
     app.on_shutdown.append(_cancel_inflight)

@@ -32,6 +32,10 @@ What it serves:
 - Errors in Discord's JSON shape: 50035 (content over 2,000 characters, invalid command), 50006 (empty
   message), 50013 (thread creation in a channel switched by `fake.deny_thread_creation(channel_id)`), 10003,
   10008, 10062, 10015, 40060, 160004.
+- History: `GET /channels/{id}/messages` (`before`/`after`/`around`, `limit` 1-100, default 50; newest first) and
+  `GET /channels/{id}/messages/{id}`. In a channel switched by `fake.deny_history(channel_id)` (no Read Message
+  History) the list is empty and a single message is 403 50001, as on Discord. A reply's `referenced_message`
+  carries the replied message without its own `referenced_message` (one level, as Discord sends it).
 - Rate limit: `rate_limit` message creates/edits per `rate_window_s` per channel (default 5 per 5 s), shared by
   every message in the channel, interaction webhook messages included. Mode "bucket" (a fixed window opened by
   the first write, like Discord's buckets) or "sliding". Every response of those routes, 429 or not, carries
@@ -39,6 +43,11 @@ What it serves:
   expects), while the budget enforced is the channel's shared one. So a mix of creates and edits gets real 429s:
   `{"message": "You are being rate limited.", "retry_after": s, "global": false}` with `Via`, `Retry-After`,
   `X-RateLimit-Scope: user`. discord.py sleeps `retry_after` and retries. `fake.inject_429()` forces one.
+- Forums: `fake.add_forum(name, tags=...)` (type 15 with `available_tags`), `await fake.forum_post(forum_id, title,
+  content)` (THREAD_CREATE for the post, then MESSAGE_CREATE for its first message, id = thread id),
+  `fake.delete_post(thread_id)` (THREAD_DELETE), PATCH /channels/{thread} for `applied_tags`, `archived`, `locked`
+  (403 50013 after `fake.deny_manage_threads(forum_id)`), `fake.forum_tag(forum_id, name)`.
+  `fake.member_permissions[user_id]` sets the permissions a user's interactions carry (default: all).
 - Gateway: HELLO, heartbeat ACK, IDENTIFY -> READY + GUILD_CREATE per guild, RESUME -> replay + RESUMED (or
   INVALID_SESSION), REQUEST_GUILD_MEMBERS -> one chunk. Sharding as on Discord: GET /gateway/bot recommends
   `FakeDiscord(shards=N)`; IDENTIFY's `shard: [id, count]` is honoured (close 4010 when invalid), READY and the
@@ -51,6 +60,10 @@ What it serves:
   dispatches (GUILD_MESSAGES, DIRECT_MESSAGES) and, without MESSAGE_CONTENT, guild messages that do not mention
   the bot arrive with empty content, as on Discord. The bot receives its own MESSAGE_CREATE / MESSAGE_UPDATE, as
   on Discord, so a bot must ignore its own messages.
+
+Attachments (issue 17): `user_message(..., files=[(filename, bytes), (filename, bytes, declared_size, stored)])`
+puts them on the message with signed CDN URLs that the fake serves without auth (404 when unsigned or not stored);
+`fake.cdn_gets` records each download and how many bytes were written.
 
 Acting as users: `await fake.user_message(channel_id, content, author=, mentions_bot=, message_reference=)`,
 `fake.dm_channel(user)`, `await fake.slash_command(name, options, channel_id=, guild_id=, user=)`,
@@ -76,6 +89,7 @@ import copy
 import hashlib
 import json
 import math
+import mimetypes
 import re
 import secrets
 import threading
@@ -110,6 +124,7 @@ INTENT_MESSAGE_CONTENT = 1 << 15
 PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
 
 CHANNEL_TEXT, CHANNEL_DM, CHANNEL_PUBLIC_THREAD, CHANNEL_PRIVATE_THREAD = 0, 1, 11, 12
+CHANNEL_FORUM = 15
 MESSAGE_DEFAULT, MESSAGE_REPLY, MESSAGE_CHAT_INPUT = 0, 19, 20
 INTERACTION_COMMAND, INTERACTION_COMPONENT = 2, 3
 COMPONENT_ACTION_ROW, COMPONENT_BUTTON = 1, 2
@@ -251,6 +266,16 @@ class RecordedRequest:
 
 
 @dataclass
+class CdnGet:
+    """One download from the fake CDN: the attachment, the status answered, the bytes written before the reader
+    stopped or the body ended."""
+
+    attachment_id: int
+    status: int = 200
+    sent: int = 0
+
+
+@dataclass
 class TypingCall:
     channel_id: int
     at: float
@@ -386,6 +411,9 @@ class FakeDiscord:
         self._edits: dict[int, list[Json]] = {}
         self._dm_by_user: dict[int, int] = {}
         self._thread_denied: set[int] = set()
+        self._history_denied: set[int] = set()  # channels where the bot lacks READ_MESSAGE_HISTORY
+        self._manage_denied: set[int] = set()  # forums where the bot lacks Manage Threads (tags, archiving)
+        self.member_permissions: dict[int, str] = {}  # user id -> permissions sent with their interactions
         self._commands: dict[int | None, list[Json]] = {}
         self._interactions: dict[int, _Interaction] = {}
         self._interactions_by_token: dict[str, _Interaction] = {}
@@ -400,6 +428,9 @@ class FakeDiscord:
         self.command_syncs: list[CommandSync] = []
         self.gateway_compressions: list[str | None] = []  # per gateway connection: what it was sent with
         self.unhandled: list[str] = []  # "METHOD /path" of requests no route matched: a hint the fake lacks one
+        # user attachments on the CDN (issue 17): attachment id -> (signature, bytes); each download in cdn_gets
+        self.cdn: dict[int, tuple[str, bytes]] = {}
+        self.cdn_gets: list[CdnGet] = []
 
         self.guild_id: int | None = None
         if default_guild:
@@ -470,6 +501,62 @@ class FakeDiscord:
                    "default_auto_archive_duration": 1440}
         self.channels[channel_id] = channel
         return channel
+
+    def add_forum(self, name: str, *, tags: tuple[str, ...] = (), guild_id: int | None = None) -> Json:
+        """A forum channel (type 15) whose `available_tags` are `tags` (before the client connects, so its
+        GUILD_CREATE carries it). Posts are threads in it: `forum_post`."""
+        gid = guild_id or self.guild_id
+        channel = self.add_channel(gid, name)
+        channel.update(type=CHANNEL_FORUM, default_forum_layout=0, default_sort_order=None,
+                       default_reaction_emoji=None, default_thread_rate_limit_per_user=0,
+                       available_tags=[{"id": str(self._ids.next()), "name": tag, "moderated": False,
+                                        "emoji_id": None, "emoji_name": None} for tag in tags])
+        return channel
+
+    def forum_tag(self, forum_id: int, name: str) -> int:
+        """The id of the forum's tag called `name`."""
+        return next(int(t["id"]) for t in self.channels[int(forum_id)]["available_tags"] if t["name"] == name)
+
+    def deny_manage_threads(self, channel_id: int, denied: bool = True) -> None:
+        """Switch 'missing permissions' (403, code 50013) on or off for the bot editing the posts (threads) of a
+        forum: applying tags, archiving, locking, as without Manage Threads."""
+        (self._manage_denied.add if denied else self._manage_denied.discard)(int(channel_id))
+
+    async def forum_post(self, forum_id: int, title: str, content: str, *, author: Json | int | None = None,
+                         tags: tuple[int, ...] = ()) -> tuple[Json, Json]:
+        """A user opens a post in a forum, as Discord delivers it: THREAD_CREATE (the post, owned by the author,
+        `newly_created`), then MESSAGE_CREATE for its first message, whose id is the thread's. Returns (thread,
+        message)."""
+        forum = self.channels[int(forum_id)]
+        user = self.users[self._user_id(author)]
+        thread = self._new_thread(forum, {"name": title}, CHANNEL_PUBLIC_THREAD)
+        thread.update(owner_id=user["id"], applied_tags=[str(t) for t in tags])
+        thread.pop("member", None)  # the bot is not a member of a post it did not open
+        await self.dispatch("THREAD_CREATE", dict(thread, newly_created=True), intent=INTENT_GUILDS)
+        message = self._new_message(thread, user, content, mention_ids=self._mentioned_ids(content, None),
+                                    message_id=int(thread["id"]))
+        await self._dispatch_message("MESSAGE_CREATE", message)
+        return thread, message
+
+    async def user_thread(self, channel_id: int, name: str, *, author: Json | int | None = None) -> Json:
+        """A user opens a public thread in a text channel (the bot neither owns nor has joined it): THREAD_CREATE
+        as Discord delivers it. Returns the thread; post in it with `user_message(thread id, ...)`."""
+        user = self.users[self._user_id(author)]
+        thread = self._new_thread(self.channels[int(channel_id)], {"name": name}, CHANNEL_PUBLIC_THREAD)
+        thread["owner_id"] = user["id"]
+        thread.pop("member", None)
+        await self.dispatch("THREAD_CREATE", dict(thread, newly_created=True), intent=INTENT_GUILDS)
+        return thread
+
+    async def delete_post(self, thread_id: int) -> None:
+        """The post's author (or a moderator) deletes a forum post: the thread and its messages are gone (REST
+        answers 10003 Unknown Channel from now on) and THREAD_DELETE is dispatched."""
+        thread = self.channels.pop(int(thread_id))
+        for message_id in self._channel_messages.pop(int(thread_id), []):
+            self.messages.pop(message_id, None)
+        await self.dispatch("THREAD_DELETE", {k: thread[k] for k in ("id", "guild_id", "parent_id", "type")},
+                            intent=INTENT_GUILDS)
+        self._changed()
 
     def add_role(self, name: str, guild_id: int | None = None) -> Json:
         """A role in the guild (the default one unless told)."""
@@ -700,6 +787,7 @@ class FakeDiscord:
         mentions_bot: bool | None = None,
         message_reference: int | Json | None = None,
         reply_ping: bool = True,
+        files: list[tuple[Any, ...]] | None = None,
     ) -> Json:
         """A user posts in a channel, thread or DM: stored, then MESSAGE_CREATE dispatched. Returns the message.
 
@@ -723,8 +811,54 @@ class FakeDiscord:
             mention_ids.append(int(referenced["author"]["id"]))
         message = self._new_message(channel, user, content, mention_ids=mention_ids, reference=reference,
                                     referenced=referenced)
+        if files:
+            message["attachments"] = [self._cdn_attachment(channel, *file) for file in files]
         await self._dispatch_message("MESSAGE_CREATE", message)
         return message
+
+    def _cdn_attachment(self, channel: Json, filename: str, content: bytes, size: int | None = None,
+                        stored: bool = True) -> Json:
+        """A user's attachment as Discord sends it: a signed CDN URL (`ex`, `is`, `hm`; the fake serves it at
+        /attachments/{channel}/{id}/{filename} without auth, 404 once unsigned or gone). `size` overrides the
+        declared size; `stored=False` makes the download 404."""
+        attachment_id = self._ids.next()
+        signature = secrets.token_hex(16)
+        url = (f"{self.base_url}/attachments/{channel['id']}/{attachment_id}/{filename}"
+               f"?ex={int(time.time()) + 86400:x}&is={int(time.time()):x}&hm={signature}&")
+        if stored:
+            self.cdn[attachment_id] = (signature, content)
+        content_type = mimetypes.guess_type(filename)[0]
+        attachment: Json = {"id": str(attachment_id), "filename": filename,
+                            "size": len(content) if size is None else size, "url": url, "proxy_url": url}
+        if content_type:
+            attachment["content_type"] = content_type
+        return attachment
+
+    async def _cdn_get(self, request: web.Request) -> web.StreamResponse:
+        """A CDN download: no Authorization (the URL is signed); the body streams so a reader that stops early is
+        seen (`CdnGet.sent`)."""
+        record = CdnGet(int(request.match_info["attachment_id"]))
+        self.cdn_gets.append(record)
+        stored = self.cdn.get(record.attachment_id)
+        if stored is None or request.query.get("hm") != stored[0]:
+            record.status = 404
+            self._changed()
+            return web.Response(status=404, text="This content is no longer available.")
+        content = stored[1]
+        response = web.StreamResponse(headers={"Content-Type": mimetypes.guess_type(
+            request.match_info["filename"])[0] or "application/octet-stream"})
+        response.content_length = len(content)
+        await response.prepare(request)
+        try:
+            for start in range(0, len(content), 64 * 1024):
+                piece = content[start:start + 64 * 1024]
+                await response.write(piece)
+                record.sent = start + len(piece)
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            pass
+        self._changed()
+        return response
 
     async def slash_command(
         self,
@@ -780,7 +914,8 @@ class FakeDiscord:
             "entitlements": [], "attachment_size_limit": 10 * 1024 * 1024, **extra,
         }
         if gid is not None:
-            member = dict(self.members[gid][int(user_payload["id"])], permissions=ALL_PERMISSIONS)
+            member = dict(self.members[gid][int(user_payload["id"])],
+                          permissions=self.member_permissions.get(int(user_payload["id"]), ALL_PERMISSIONS))
             payload.update(guild_id=str(gid), guild={"id": str(gid), "locale": "en-US", "features": []},
                            guild_locale="en-US", member=member, context=0,
                            authorizing_integration_owners={"0": str(gid)})
@@ -946,7 +1081,7 @@ class FakeDiscord:
             guild, unavailable=False, large=False, member_count=len(members), members=shown,
             joined_at=members[self.app_id]["joined_at"],
             channels=[c for c in self.channels.values()
-                      if c["type"] == CHANNEL_TEXT and c.get("guild_id") == guild["id"]],
+                      if c["type"] in (CHANNEL_TEXT, CHANNEL_FORUM) and c.get("guild_id") == guild["id"]],
             threads=[t for t in self.threads if t.get("guild_id") == guild["id"]],
             presences=[], voice_states=[], stage_instances=[], guild_scheduled_events=[], soundboard_sounds=[],
         )
@@ -972,7 +1107,9 @@ class FakeDiscord:
             ("GET", "/guilds/{guild_id}", self._get_guild),
             ("GET", "/guilds/{guild_id}/channels", self._get_guild_channels),
             ("GET", "/channels/{channel_id}", self._get_channel),
+            ("PATCH", "/channels/{channel_id}", self._edit_channel),
             ("POST", "/channels/{channel_id}/messages", self._create_message),
+            ("GET", "/channels/{channel_id}/messages", self._get_messages),
             ("GET", "/channels/{channel_id}/messages/{message_id}", self._get_message),
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_message),
             ("DELETE", "/channels/{channel_id}/messages/{message_id}", self._delete_message),
@@ -988,6 +1125,7 @@ class FakeDiscord:
         for method, path, handler in table:
             app.router.add_route(method, api + path, self._wrap(handler))
         app.router.add_get("/", self._gateway)
+        app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._cdn_get)
         app.router.add_route("*", "/{tail:.*}", self._wrap(self._not_found))
 
     def _wrap(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -1122,6 +1260,37 @@ class FakeDiscord:
         channel = self._channel_or_404(request)
         return channel if isinstance(channel, web.Response) else _json(200, channel)
 
+    async def _edit_channel(self, request: web.Request, body: Any) -> web.Response:
+        """PATCH a thread: `name`, `applied_tags` (ids of the parent forum's tags, at most 5), `archived`,
+        `locked`, `auto_archive_duration`. In a forum switched by `deny_manage_threads` the bot gets 403 50013 for
+        the moderation fields. THREAD_UPDATE is dispatched."""
+        channel = self._channel_or_404(request)
+        if isinstance(channel, web.Response):
+            return channel
+        body = body or {}
+        if channel["type"] not in (CHANNEL_PUBLIC_THREAD, CHANNEL_PRIVATE_THREAD):
+            return _json(400, discord_error(50024, "Cannot execute action on this channel type"))
+        parent = self.channels.get(int(channel["parent_id"])) or {}
+        moderating = {"applied_tags", "archived", "locked"} & set(body)
+        if moderating and int(channel["parent_id"]) in self._manage_denied:
+            return _json(403, discord_error(50013, "Missing Permissions"))
+        if "applied_tags" in body:
+            known = {t["id"] for t in parent.get("available_tags", [])}
+            tags = [str(t) for t in body["applied_tags"] or []]
+            if len(tags) > 5 or any(t not in known for t in tags):
+                return _json(400, invalid_form_body("applied_tags", "BASE_TYPE_CHOICES", "Value is not a valid tag."))
+            channel["applied_tags"] = tags
+        metadata = channel["thread_metadata"]
+        for key in ("archived", "locked", "auto_archive_duration"):
+            if key in body and body[key] is not None:
+                metadata[key] = body[key]
+        if "archived" in body:
+            metadata["archive_timestamp"] = iso_now()
+        if body.get("name"):
+            channel["name"] = body["name"]
+        await self.dispatch("THREAD_UPDATE", channel, intent=INTENT_GUILDS)
+        return _json(200, channel)
+
     async def _open_dm(self, request: web.Request, body: Any) -> web.Response:
         recipient = int((body or {}).get("recipient_id", 0))
         if recipient not in self.users:
@@ -1169,7 +1338,43 @@ class FakeDiscord:
         message = self.messages.get(int(request.match_info["message_id"]))
         if message is None or message["channel_id"] != request.match_info["channel_id"]:
             return _json(404, discord_error(10008, "Unknown Message"))
+        if self._history_blocked(int(request.match_info["channel_id"])):
+            return _json(403, discord_error(50001, "Missing Access"))
         return _json(200, message)
+
+    def _history_blocked(self, channel_id: int) -> bool:
+        parent = (self.channels.get(channel_id) or {}).get("parent_id")
+        return channel_id in self._history_denied or (parent is not None and int(parent) in self._history_denied)
+
+    async def _get_messages(self, request: web.Request, body: Any) -> web.Response:
+        """A channel's messages, newest first: `before`, `after` or `around` a message id, `limit` 1-100."""
+        channel = self._channel_or_404(request)
+        if isinstance(channel, web.Response):
+            return channel
+        try:
+            limit = int(request.query.get("limit", 50))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            return _json(400, invalid_form_body("limit", "NUMBER_TYPE_MAX", "int value should be <= 100."))
+        if self._history_blocked(int(channel["id"])):
+            return _json(200, [])  # without Read Message History Discord returns no messages, not an error
+        ids = [mid for mid in self._channel_messages.get(int(channel["id"]), []) if mid in self.messages]
+        if "before" in request.query:
+            ids = [mid for mid in ids if mid < int(request.query["before"])][-limit:]
+        elif "after" in request.query:
+            ids = [mid for mid in ids if mid > int(request.query["after"])][:limit]
+        elif "around" in request.query:
+            around = int(request.query["around"])
+            older = [mid for mid in ids if mid < around][-(limit // 2):] if limit > 1 else []
+            ids = older + [mid for mid in ids if mid >= around][: limit - len(older)]
+        else:
+            ids = ids[-limit:]
+        return _json(200, [self.messages[mid] for mid in reversed(ids)])
+
+    def deny_history(self, channel_id: int, denied: bool = True) -> None:
+        """Switch the bot's Read Message History off (or on) in a channel and its threads."""
+        (self._history_denied.add if denied else self._history_denied.discard)(int(channel_id))
 
     async def _edit_message(self, request: web.Request, body: Any) -> web.Response:
         channel = self._channel_or_404(request)
@@ -1268,9 +1473,9 @@ class FakeDiscord:
                      reference: Json | None = None, referenced: Json | None = None,
                      embeds: list[Json] | None = None, flags: int = 0, message_type: int | None = None,
                      attachments: list[Json] | None = None, components: list[Json] | None = None,
-                     extra: Json | None = None) -> Json:
+                     extra: Json | None = None, message_id: int | None = None) -> Json:
         """Build a message as Discord returns it, store it, and bump the channel's (thread's) counters."""
-        message_id = self._ids.next()
+        message_id = message_id or self._ids.next()
         message: Json = {
             "id": str(message_id), "channel_id": channel["id"], "author": author, "content": content,
             "timestamp": iso_now(), "edited_timestamp": None, "tts": False,
@@ -1288,7 +1493,8 @@ class FakeDiscord:
                 message["member"] = {k: v for k, v in member.items() if k != "user"}
         if reference is not None:
             message["message_reference"] = reference
-            message["referenced_message"] = referenced
+            message["referenced_message"] = (None if referenced is None else
+                                             {k: v for k, v in referenced.items() if k != "referenced_message"})
         message.update(extra or {})
         self.messages[message_id] = message
         self._channel_messages.setdefault(int(channel["id"]), []).append(message_id)

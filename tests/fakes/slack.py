@@ -17,8 +17,11 @@ Web API (`POST|GET /api/<method>`, JSON or form bodies, query params, `Authoriza
 `auth.test`, `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `chat.delete`, `chat.getPermalink`,
 `conversations.replies`, `conversations.history`, `conversations.members` (a channel's `members`, paginated by
 `limit`/`cursor`), `users.info`, `reactions.add`, `assistant.threads.setStatus`, `chat.startStream`,
-`chat.appendStream`, `chat.stopStream` (refused with `streaming_error` when `streaming_enabled=False`) and
-`apps.connections.open` (app token only). Any other method answers `unknown_method`. Errors answer HTTP 200
+`chat.appendStream`, `chat.stopStream` (refused with `streaming_error` when `streaming_enabled=False`),
+`assistant.threads.setSuggestedPrompts` (1-4 prompts, `slack.suggested_prompts`), `assistant.threads.setTitle`
+(`slack.titles`), `views.publish` (`slack.home_views[user]`), `views.open` (needs a `trigger_id` the fake handed
+out in an interaction, used once; `slack.opened_views`), `conversations.open` (a user's DM) and
+`apps.connections.open` (app token only). Messages keep `metadata` (posted or updated) and return it. Any other method answers `unknown_method`. Errors answer HTTP 200
 with `{"ok": false, "error": ...}` as Slack does, except `ratelimited`, which is HTTP 429 with `Retry-After`.
 Every call is recorded in `slack.calls` (method, params, clock time, HTTP status, error).
 
@@ -36,6 +39,27 @@ when it opened and closed; `open_connections()` lists the open ones in the order
 `send_event(event, retry_num=1, retry_reason="timeout")` redelivers the same event_id. `request_reconnect()`
 sends Slack's `disconnect` message; the SDK reconnects on its own.
 
+The assistant view, App Home and modals: `assistant_thread_started(context_channel=)` posts the thread's root in
+the DM (subtype `assistant_app_thread`) and returns the event; `assistant_thread_context_changed`,
+`app_home_opened`; a user's message in the assistant thread is `dm_message(text, thread_ts=root)`.
+`send_message_shortcut(callback_id, channel=, message_ts=)` (`message_action`) and `send_view_submission(view,
+values)` deliver those interactions.
+
+Files (issue 17): `add_file(name, content)` returns Slack's file object, to pass as `files=` to `app_mention` or
+`dm_message` (subtype `file_share`); `files.info` answers it; `url_private_download` serves the bytes only with
+`Authorization: Bearer <bot token>` (403 otherwise), 404 for a file not stored, and records each request in
+`slack.downloads` (status, bytes written before the client stopped).
+
+"Add to Slack" (issue 18): `GET /oauth/v2/authorize?client_id=…&state=…&redirect_uri=…[&team=T…]` approves at
+once and redirects with a `code`; `oauth.v2.access` (client id and secret as HTTP Basic or form fields) exchanges
+it for a workspace's own bot token (`xoxb-…`, or with `slack.token_rotation = True` an expiring `xoxe.xoxb-…`
+plus a refresh token, `expires_in=slack.token_lifetime_s`) and, with `grant_type=refresh_token`, a refresh token
+(good once) for a new pair. Every Web API method accepts the tokens installs were given (`slack.tokens_of(team)`)
+and `auth.test` answers with that token's workspace; an expired one gets `token_expired`, a revoked one
+`token_revoked`. Two workspaces exist (TEAM_ID, OTHER_TEAM_ID with OTHER_TEAM_CHANNEL); an event for the second
+sets `event["team"] = OTHER_TEAM_ID`. `app_uninstalled(team)` / `tokens_revoked(team)` revoke its tokens and
+return the event Slack then sends.
+
 Events API over HTTP: `sign_request(body, secret, timestamp)` makes the `X-Slack-Signature` headers and
 `deliver_http(url, event, secret)` POSTs a signed event callback to a bot's `/slack/events`.
 
@@ -51,10 +75,12 @@ and `slack.run(coro)` to call the async helpers on the fake's loop.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
 import math
+import mimetypes
 import re
 import secrets
 import threading
@@ -83,6 +109,11 @@ CHANNEL = "C0GENERAL1"
 OTHER_CHANNEL = "C0RANDOM01"
 DM_CHANNEL = "D0DM000001"
 VERIFICATION_TOKEN = "fake-verification-token"
+# "Add to Slack" (issue 18): the app's OAuth credentials, and a second workspace to install it in
+CLIENT_ID = "1111111111.2222222222"
+CLIENT_SECRET = "fake-client-secret"
+OTHER_TEAM_ID = "T0TEAM0002"
+OTHER_TEAM_CHANNEL = "C0TEAM2GEN"
 
 MAX_TEXT_CHARS = 4000
 MAX_SECTION_TEXT_CHARS = 3000
@@ -181,6 +212,8 @@ class Message:
     streaming: bool = False
     stream_started_at: float | None = None
     stream_chunks: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None  # message metadata (`metadata` on chat.postMessage / chat.update)
+    subtype: str | None = None  # e.g. "assistant_app_thread", the root of an assistant thread
 
     @property
     def is_bot(self) -> bool:
@@ -282,6 +315,35 @@ def _random_id(prefix: str, length: int = 10) -> str:
     return prefix + "".join(secrets.choice(alphabet) for _ in range(length))
 
 
+@dataclass
+class FileDownload:
+    """One request to a file's `url_private_download`: which file, the Authorization sent, the status answered
+    and how many bytes were written before the client stopped reading or the body ended."""
+
+    file_id: str
+    authorization: str
+    status: int = 200
+    sent: int = 0
+    finished: bool = False  # the handler returned (the body ended, or the client went away)
+
+
+@dataclass
+class Workspace:
+    """A workspace the app can be installed in ("Add to Slack")."""
+
+    id: str
+    name: str
+    domain: str
+
+
+@dataclass
+class InstalledToken:
+    """A bot token an install was given: its workspace, and when it expires (`slack.clock` time; None: never)."""
+
+    team_id: str
+    expires_at: float | None = None
+
+
 # --- the fake --------------------------------------------------------------------------------------------------
 class FakeSlack:
     def __init__(
@@ -328,6 +390,9 @@ class FakeSlack:
         self.envelopes: list[Envelope] = []
         self.acks: dict[str, Ack] = {}
         self.responses: list[ResponseUrlPost] = []
+        # Scopes the app was not granted: a method needing one answers `missing_scope` with `needed`/`provided`,
+        # as Slack does (conversations.replies needs the *:history scope of the conversation's kind).
+        self.missing_scopes: set[str] = set()
         self.connections_opened = 0
         self.spread_events = False  # True: events go round-robin over the open connections, as Slack does
         self._next_socket = -1
@@ -339,6 +404,27 @@ class FakeSlack:
         self._connection_of: dict[int, Connection] = {}  # id(ws) -> its record
         self._ack_waiters: dict[str, asyncio.Future[Ack]] = {}
         self._event_ids: dict[str, str] = {}
+        # "Add to Slack" (issue 18): workspaces, OAuth codes, and the bot tokens installs were given
+        self.client_id, self.client_secret = CLIENT_ID, CLIENT_SECRET
+        self.token_rotation = False  # True: installs get expiring `xoxe.xoxb-` tokens and a refresh token
+        self.token_lifetime_s = 43_200.0  # `expires_in` of a rotating token (Slack: 12 hours)
+        self.workspaces: dict[str, Workspace] = {}
+        self.oauth_codes: dict[str, tuple[str, str | None]] = {}  # code -> (team id, redirect_uri asked)
+        self.installed_tokens: dict[str, InstalledToken] = {}  # bot token -> its workspace and expiry
+        self.refresh_tokens: dict[str, str] = {}  # refresh token -> team id (each is good once)
+        self.revoked_tokens: set[str] = set()
+        self.add_workspace(TEAM_ID, "Switchboard Test", TEAM_DOMAIN)
+        self.add_workspace(OTHER_TEAM_ID, "Second Workspace", "second-workspace")
+        # files shared in messages (issue 17): `add_file()`, `files.info`, and the `url_private_download` endpoint
+        self.files: dict[str, dict[str, Any]] = {}  # file id -> the file object Slack returns
+        self.file_bytes: dict[str, bytes] = {}  # file id -> content (what a download returns)
+        self.downloads: list[FileDownload] = []  # every download request, with what it was answered
+        # the assistant view, App Home and modals (issue 20)
+        self.suggested_prompts: list[dict[str, Any]] = []  # assistant.threads.setSuggestedPrompts params
+        self.titles: list[dict[str, Any]] = []  # assistant.threads.setTitle params
+        self.home_views: dict[str, dict[str, Any]] = {}  # user id -> the view views.publish last set
+        self.opened_views: list[dict[str, Any]] = []  # views.open: each modal opened, with its id
+        self._triggers: set[str] = set()  # trigger_ids handed to the app in interactions (views.open needs one)
         self._version = 0
         self._changed: asyncio.Event | None = None
 
@@ -370,7 +456,9 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self._socket)
+        app.router.add_get("/oauth/v2/authorize", self._oauth_authorize)
         app.router.add_post("/response/{response_id}", self._response_url)
+        app.router.add_get("/files-pri/{team_file}/download/{name}", self._download)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -580,6 +668,10 @@ class FakeSlack:
             out.update(bot_id=message.bot_id, app_id=APP_ID if message.bot_id == BOT_ID else None)
         if message.blocks is not None:
             out["blocks"] = message.blocks
+        if message.subtype:
+            out["subtype"] = message.subtype
+        if message.metadata is not None:
+            out["metadata"] = message.metadata
         if message.thread_ts:
             out["thread_ts"] = message.thread_ts
             if message.thread_ts != message.ts:
@@ -613,6 +705,8 @@ class FakeSlack:
 
     def _token_of(self, request: web.Request, params: dict[str, Any]) -> str | None:
         header = request.headers.get("Authorization", "")
+        if header.lower().startswith("basic "):  # oauth.v2.access: the app's client id and secret
+            return "basic:" + header[6:].strip()
         if header.lower().startswith("bearer "):
             return header[7:].strip()
         token = params.pop("token", None)
@@ -637,19 +731,22 @@ class FakeSlack:
         return web.json_response(body, status=call.status, headers=headers)
 
     def _dispatch(self, method: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        if method == "oauth.v2.access":  # authenticated by the client id and secret, not a token
+            return {"ok": True, **self._oauth_v2_access(params, token)}
         handler: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(
             self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             raise _Fail("unknown_method", req_method=method)
         if token is None:
             raise _Fail("not_authed")
+        self._caller_team = TEAM_ID
         if method == "apps.connections.open":
             if token != self.app_token:
                 raise _Fail("invalid_auth" if not token.startswith("xoxb-") else "not_allowed_token_type")
         elif token == self.app_token:
             raise _Fail("not_allowed_token_type")
         elif token != self.bot_token:
-            raise _Fail("invalid_auth")
+            self._caller_team = self._installed_team(token)  # invalid_auth / token_expired / token_revoked
         self._apply_faults(method)
         self._apply_rate_limit(method, params)
         if method in STREAM_METHODS and not self.streaming_enabled:
@@ -735,6 +832,16 @@ class FakeSlack:
             raise _Fail("msg_too_long")
         return text or markdown, blocks
 
+    def _metadata(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """Message metadata: `{"event_type": ..., "event_payload": {...}}` (both required, as Slack checks)."""
+        metadata = self._json_param(params, "metadata", "invalid_metadata_format")
+        if metadata is None:
+            return None
+        if not isinstance(metadata, dict) or not metadata.get("event_type") or \
+                not isinstance(metadata.get("event_payload"), dict):
+            raise _Fail("invalid_metadata_format")
+        return metadata
+
     def _own_message(self, channel: Channel, ts: str, cannot: str) -> Message:
         message = self.message(channel.id, ts)
         if message is None:
@@ -745,8 +852,9 @@ class FakeSlack:
 
     # --- Web API methods (one `_m_<method>` each; adding a method is adding a handler) -------------------------
     def _m_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"url": f"https://{TEAM_DOMAIN}.slack.com/", "team": "Switchboard Test", "user": BOT_NAME,
-                "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID, "is_enterprise_install": False}
+        team = self.workspaces[getattr(self, "_caller_team", TEAM_ID)]  # the workspace of the calling token
+        return {"url": f"https://{team.domain}.slack.com/", "team": team.name, "user": BOT_NAME,
+                "team_id": team.id, "user_id": BOT_USER_ID, "bot_id": BOT_ID, "is_enterprise_install": False}
 
     def _m_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         ticket = str(uuid.uuid4())
@@ -759,6 +867,7 @@ class FakeSlack:
         thread_ts = str(params["thread_ts"]) if params.get("thread_ts") else None
         message = self._store(Message(channel.id, self.next_ts(), text, BOT_USER_ID, blocks, thread_ts, BOT_ID),
                               "chat.postMessage")
+        message.metadata = self._metadata(params)
         return {"channel": channel.id, "ts": message.ts, "message": self._render(message)}
 
     def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -768,6 +877,8 @@ class FakeSlack:
         message.text = text
         if "blocks" in params:
             message.blocks = blocks
+        if "metadata" in params:
+            message.metadata = self._metadata(params)
         message.edited_ts = self.next_ts()
         message.versions.append(Version(message.text, message.blocks, self.clock(), "chat.update"))
         return {"channel": channel.id, "ts": message.ts, "text": message.text, "message": self._render(message)}
@@ -788,17 +899,47 @@ class FakeSlack:
         self.ephemerals.append(ephemeral)
         return {"message_ts": ephemeral.message_ts}
 
+    def _require_scope(self, scope: str) -> None:
+        if scope in self.missing_scopes:
+            raise _Fail("missing_scope", needed=scope, provided="app_mentions:read,chat:write,commands")
+
+    @staticmethod
+    def history_scope(channel: Channel) -> str:
+        """The scope reading this conversation's messages needs: im:, groups: (private) or channels:history."""
+        if channel.is_im or channel.id.startswith("D"):
+            return "im:history"
+        return "groups:history" if channel.id.startswith("G") else "channels:history"
+
     def _m_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A thread, parent first then replies oldest first; `oldest`/`latest` bound the replies (`inclusive`
+        keeps the bounds themselves), pages of `limit` (at most 1000) chained by an opaque `next_cursor`."""
         channel = self._channel(params)
+        self._require_scope(self.history_scope(channel))
         ts = str(params.get("ts") or "")
         if self.message(channel.id, ts) is None:
             raise _Fail("thread_not_found")
         found = self.thread_messages(channel.id, ts)
         oldest, latest = float(params.get("oldest") or 0), float(params.get("latest") or math.inf)
-        found = [m for m in found if m.ts == ts or oldest <= float(m.ts) <= latest]
-        limit = int(params.get("limit") or 1000)
-        return {"messages": [self._render(m) for m in found[:limit]], "has_more": len(found) > limit,
-                "response_metadata": {"next_cursor": ""}}
+        inclusive = str(params.get("inclusive", "")).lower() in ("1", "true")
+
+        def within(m: Message) -> bool:
+            t = float(m.ts)
+            return oldest <= t <= latest if inclusive else (oldest < t or not oldest) and t < latest
+
+        found = [m for m in found if m.ts == ts or within(m)]
+        limit = max(1, min(int(params.get("limit") or 1000), 1000))
+        cursor = str(params.get("cursor") or "")
+        start = 0
+        if cursor:
+            try:
+                start = int(base64.b64decode(cursor).decode().removeprefix("next_ts:"))
+            except ValueError:
+                raise _Fail("invalid_cursor") from None
+        page = found[start:start + limit]
+        more = start + limit < len(found)
+        next_cursor = base64.b64encode(f"next_ts:{start + limit}".encode()).decode() if more else ""
+        return {"messages": [self._render(m) for m in page], "has_more": more,
+                "response_metadata": {"next_cursor": next_cursor}}
 
     def _m_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
@@ -851,12 +992,129 @@ class FakeSlack:
         users.append(BOT_USER_ID)
         return {}
 
+    def _m_files_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        file = self.files.get(str(params.get("file") or ""))
+        if file is None:
+            raise _Fail("file_not_found")
+        return {"file": file, "comments": [], "response_metadata": {"next_cursor": ""}}
+
+    # --- files (issue 17) --------------------------------------------------------------------------------------
+    def add_file(self, name: str, content: bytes, *, mimetype: str | None = None, size: int | None = None,
+                 file_access: str | None = None, stored: bool = True) -> dict[str, Any]:
+        """A file a user uploads, as Slack's file object (`url_private_download` on this fake). `size` overrides
+        the declared size (a 50 MB file without 50 MB in memory); `file_access="check_file_info"` makes the
+        event carry only the id, as Slack does for some files; `stored=False`: the download answers 404."""
+        file_id = _random_id("F")
+        mimetype = mimetype or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        url = f"{self.base_url}/files-pri/{TEAM_ID}-{file_id}/download/{name}"
+        file: dict[str, Any] = {
+            "id": file_id, "created": int(time.time()), "timestamp": int(time.time()), "name": name, "title": name,
+            "mimetype": mimetype, "filetype": name.rsplit(".", 1)[-1] if "." in name else "binary",
+            "pretty_type": mimetype, "user": USER_ID, "user_team": TEAM_ID, "editable": False,
+            "size": len(content) if size is None else size, "mode": "hosted", "is_external": False,
+            "external_type": "", "is_public": True, "public_url_shared": False, "display_as_bot": False,
+            "username": "", "url_private": url.replace("/download/", "/"), "url_private_download": url,
+            "permalink": f"https://{TEAM_DOMAIN}.slack.com/files/{USER_ID}/{file_id}/{name}"}
+        self.files[file_id] = file
+        if stored:
+            self.file_bytes[file_id] = content
+        return {"id": file_id, "mode": "hosted", "file_access": file_access} if file_access else file
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        """`url_private_download`: only with `Authorization: Bearer <bot token>`; 404 for a file that is gone.
+        The body streams in chunks, so a client that stops reading is seen to have stopped (`FileDownload.sent`)."""
+        file_id = request.match_info["team_file"].split("-", 1)[-1]
+        record = FileDownload(file_id, request.headers.get("Authorization", ""))
+        self.downloads.append(record)
+        self._notify()
+        if record.authorization != f"Bearer {self.bot_token}":
+            record.status = 403
+            return web.Response(status=403, text="Forbidden")
+        content = self.file_bytes.get(file_id)
+        if content is None:
+            record.status = 404
+            return web.Response(status=404, text="Not Found")
+        file = self.files[file_id]
+        response = web.StreamResponse(status=200, headers={"Content-Type": file["mimetype"]})
+        await response.prepare(request)
+        try:
+            for start in range(0, len(content), 64 * 1024):
+                await response.write(content[start:start + 64 * 1024])
+                record.sent = start + len(content[start:start + 64 * 1024])
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            record.finished = True
+            self._notify()
+        return response
+
     def _m_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
         self._channel(params, "channel_id")
         if not params.get("thread_ts"):
             raise _Fail("invalid_arguments")
         self.statuses.append(dict(params))
         return {}
+
+    def _assistant_thread(self, params: dict[str, Any]) -> Channel:
+        channel = self._channel(params, "channel_id")
+        if not params.get("thread_ts"):
+            raise _Fail("invalid_arguments")
+        return channel
+
+    def _m_assistant_threads_setSuggestedPrompts(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._assistant_thread(params)
+        prompts = self._json_param(params, "prompts", "invalid_arguments")
+        if not isinstance(prompts, list) or not 1 <= len(prompts) <= 4 or not all(
+                isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+            raise _Fail("invalid_arguments")  # Slack: 1 to 4 prompts, each a title and a message
+        self.suggested_prompts.append({**params, "prompts": prompts})
+        return {}
+
+    def _m_assistant_threads_setTitle(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._assistant_thread(params)
+        if not str(params.get("title") or "").strip():
+            raise _Fail("invalid_arguments")
+        self.titles.append(dict(params))
+        return {}
+
+    def _view(self, params: dict[str, Any], kind: str) -> dict[str, Any]:
+        view = self._json_param(params, "view", "invalid_arguments")
+        if not isinstance(view, dict) or view.get("type") != kind:
+            raise _Fail("invalid_arguments")
+        blocks = view.get("blocks")
+        if not isinstance(blocks, list) or len(blocks) > (100 if kind == "home" else 100):
+            raise _Fail("invalid_arguments")
+        self._blocks({"blocks": blocks})
+        if kind == "modal" and not isinstance(view.get("title"), dict):
+            raise _Fail("invalid_arguments")
+        return {**view, "id": _random_id("V"), "team_id": TEAM_ID, "app_id": APP_ID, "bot_id": BOT_ID}
+
+    def _m_views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = str(params.get("user_id") or "")
+        if user not in self.users:
+            raise _Fail("user_not_found")
+        view = self._view(params, "home")
+        self.home_views[user] = view
+        return {"view": view}
+
+    def _m_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        trigger = str(params.get("trigger_id") or "")
+        if trigger not in self._triggers:
+            raise _Fail("invalid_trigger_id")
+        self._triggers.discard(trigger)  # a trigger opens one view, as on Slack (and expires in 3 s)
+        view = self._view(params, "modal")
+        self.opened_views.append(view)
+        return {"view": view}
+
+    def _m_conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        users = [u for u in str(params.get("users") or "").split(",") if u]
+        if len(users) != 1 or users[0] not in self.users:
+            raise _Fail("user_not_found")
+        found = next((c for c in self.channels.values() if c.is_im and c.im_user == users[0]), None)
+        if found is None:
+            found = self.add_channel("D" + users[0][1:], users[0], is_im=True, im_user=users[0])
+        return {"channel": {"id": found.id, "is_im": True, "user": users[0]}}
 
     # native streaming: startStream opens a message in a thread, appendStream adds markdown, stopStream ends it
     def _stream_text(self, params: dict[str, Any], message: Message | None = None) -> str:
@@ -1018,11 +1276,13 @@ class FakeSlack:
             self._ack_waiters.pop(envelope_id, None)
 
     def event_callback(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
-        """The Events API body Slack sends for an event (the same over Socket Mode and HTTP)."""
-        return {"token": VERIFICATION_TOKEN, "team_id": TEAM_ID, "context_team_id": TEAM_ID,
+        """The Events API body Slack sends for an event (the same over Socket Mode and HTTP), for the workspace
+        the event names (`team`, TEAM_ID when absent)."""
+        team = event.get("team") or TEAM_ID
+        return {"token": VERIFICATION_TOKEN, "team_id": team, "context_team_id": team,
                 "api_app_id": APP_ID, "event": event, "type": "event_callback",
                 "event_id": event_id or self._event_id_for(event, 0), "event_time": int(float(event["event_ts"])),
-                "authorizations": [{"enterprise_id": None, "team_id": TEAM_ID, "user_id": BOT_USER_ID,
+                "authorizations": [{"enterprise_id": None, "team_id": team, "user_id": BOT_USER_ID,
                                     "is_bot": True, "is_enterprise_install": False}],
                 "is_ext_shared_channel": False}
 
@@ -1080,8 +1340,43 @@ class FakeSlack:
                    "message": rendered, "state": {"values": {}}, "response_url": self.response_url(),
                    "actions": [{"action_id": action_id, "block_id": block_id, "value": value, "type": "button",
                                 "text": {"type": "plain_text", "text": value}, "action_ts": self.next_ts()}]}
+        self._triggers.add(payload["trigger_id"])
         ack = await self.send_envelope("interactive", payload, timeout=timeout)
         return ack.envelope_id
+
+    async def send_message_shortcut(self, callback_id: str, *, channel: str, message_ts: str, user: str = USER_ID,
+                                    timeout: float | None = None) -> str:
+        """A user picks the message shortcut `callback_id` on a message (`message_action` over Socket Mode)."""
+        message = self.message(channel, message_ts)
+        if message is None:
+            raise KeyError(f"no message {message_ts} in {channel}")
+        trigger = f"{secrets.randbelow(10**10)}.{secrets.token_hex(16)}"
+        self._triggers.add(trigger)
+        user_name = self.users[user].name if user in self.users else user
+        payload = {"type": "message_action", "token": VERIFICATION_TOKEN, "action_ts": self.next_ts(),
+                   "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN}, "user": {"id": user, "name": user_name,
+                                                                           "team_id": TEAM_ID},
+                   "channel": {"id": channel, "name": self.channels[channel].name}, "is_enterprise_install": False,
+                   "enterprise": None, "callback_id": callback_id, "trigger_id": trigger,
+                   "message_ts": message_ts, "message": self._render(message),
+                   "response_url": self.response_url()}
+        ack = await self.send_envelope("interactive", payload, timeout=timeout)
+        return ack.envelope_id
+
+    async def send_view_submission(self, view: dict[str, Any], values: dict[str, dict[str, dict[str, Any]]], *,
+                                   user: str = USER_ID, timeout: float | None = None) -> Ack:
+        """A user submits a modal the app opened (`view` as views.open returned it); `values` is
+        `{block_id: {action_id: {"type": "plain_text_input", "value": ...}}}`. Returns the ack (its payload holds
+        `response_action`/`errors` when the app answered in it)."""
+        user_name = self.users[user].name if user in self.users else user
+        state = {"values": values}
+        payload = {"type": "view_submission", "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN},
+                   "user": {"id": user, "username": user_name, "name": user_name, "team_id": TEAM_ID},
+                   "api_app_id": APP_ID, "token": VERIFICATION_TOKEN,
+                   "trigger_id": f"{secrets.randbelow(10**10)}.{secrets.token_hex(16)}",
+                   "view": {**view, "state": state}, "response_urls": [], "is_enterprise_install": False,
+                   "enterprise": None}
+        return await self.send_envelope("interactive", payload, accepts_response_payload=True, timeout=timeout)
 
     async def request_reconnect(self, reason: str = "refresh_requested") -> None:
         """Send Slack's `disconnect` message on every connection; the SDK opens a new one by itself."""
@@ -1105,6 +1400,111 @@ class FakeSlack:
         async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as resp:
             return resp.status, await resp.text()
 
+    # --- "Add to Slack" (issue 18): OAuth v2, token rotation, uninstall -----------------------------------------
+    def add_workspace(self, team_id: str, name: str, domain: str) -> Workspace:
+        """A workspace the app can be installed in; its channels are added with `add_channel` as usual."""
+        self.workspaces[team_id] = Workspace(team_id, name, domain)
+        if team_id == OTHER_TEAM_ID:
+            self.add_channel(OTHER_TEAM_CHANNEL, "general")
+        return self.workspaces[team_id]
+
+    def tokens_of(self, team_id: str) -> list[str]:
+        """The bot tokens installs in `team_id` were given that still work."""
+        return [t for t, info in self.installed_tokens.items() if info.team_id == team_id]
+
+    async def _oauth_authorize(self, request: web.Request) -> web.Response:
+        """`https://slack.com/oauth/v2/authorize`: the installer approves at once (the consent page is skipped);
+        `team` picks the workspace, as on Slack. Redirects to the app's redirect URL with `code` and `state`."""
+        query = request.query
+        if query.get("client_id") != self.client_id:
+            return web.Response(status=400, text="invalid_client_id")
+        team = query.get("team") or TEAM_ID
+        if team not in self.workspaces:
+            return web.Response(status=400, text="invalid_team")
+        redirect_uri = query.get("redirect_uri")
+        if not redirect_uri:
+            return web.Response(status=400, text="bad_redirect_uri")
+        code = f"{secrets.randbelow(10**12)}.{secrets.token_hex(16)}"
+        self.oauth_codes[code] = (team, redirect_uri)
+        separator = "&" if "?" in redirect_uri else "?"
+        location = f"{redirect_uri}{separator}code={code}&state={query.get('state', '')}"
+        raise web.HTTPFound(location)
+
+    def _client_credentials(self, params: dict[str, Any], token: str | None) -> tuple[str, str]:
+        if token and token.startswith("basic:"):
+            import base64
+
+            client_id, _, secret = base64.b64decode(token[6:]).decode().partition(":")
+            return client_id, secret
+        return str(params.get("client_id") or ""), str(params.get("client_secret") or "")
+
+    def _oauth_v2_access(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        """Exchanges a code for a bot token (`code`, `redirect_uri`), or a refresh token for a new one
+        (`grant_type=refresh_token`), with the shapes and errors Slack documents."""
+        client_id, secret = self._client_credentials(params, token)
+        if client_id != self.client_id:
+            raise _Fail("invalid_client_id")
+        if secret != self.client_secret:
+            raise _Fail("bad_client_secret")
+        if params.get("grant_type") == "refresh_token":
+            team_id = self.refresh_tokens.pop(str(params.get("refresh_token") or ""), None)
+            if team_id is None:
+                raise _Fail("invalid_refresh_token")
+            return self._grant(team_id, rotating=True)
+        entry = self.oauth_codes.pop(str(params.get("code") or ""), None)
+        if entry is None:
+            raise _Fail("invalid_code")
+        team_id, asked_redirect = entry
+        if asked_redirect and params.get("redirect_uri") not in (None, "", asked_redirect):
+            raise _Fail("bad_redirect_uri")
+        return self._grant(team_id, rotating=self.token_rotation)
+
+    def _grant(self, team_id: str, *, rotating: bool) -> dict[str, Any]:
+        team = self.workspaces[team_id]
+        token = (f"xoxe.xoxb-1-{secrets.token_hex(12)}" if rotating
+                 else f"xoxb-{team_id.lower()}-{secrets.token_hex(12)}")
+        expires_at = self.clock() + self.token_lifetime_s if rotating else None
+        self.installed_tokens[token] = InstalledToken(team_id, expires_at)
+        body: dict[str, Any] = {
+            "access_token": token, "token_type": "bot", "scope": "app_mentions:read,chat:write,commands",
+            "bot_user_id": BOT_USER_ID, "app_id": APP_ID, "team": {"name": team.name, "id": team.id},
+            "enterprise": None, "authed_user": {"id": USER_ID}, "is_enterprise_install": False}
+        if rotating:
+            refresh = f"xoxe-1-{secrets.token_hex(16)}"
+            self.refresh_tokens[refresh] = team_id
+            body.update(refresh_token=refresh, expires_in=int(self.token_lifetime_s))
+        return body
+
+    def _installed_team(self, token: str) -> str:
+        """The workspace of a token an install was given; Slack's errors for a revoked or expired one."""
+        if token in self.revoked_tokens:
+            raise _Fail("token_revoked")
+        info = self.installed_tokens.get(token)
+        if info is None:
+            raise _Fail("invalid_auth")
+        if info.expires_at is not None and self.clock() >= info.expires_at:
+            raise _Fail("token_expired")
+        return info.team_id
+
+    def _revoke(self, team_id: str) -> None:
+        for token in self.tokens_of(team_id):
+            del self.installed_tokens[token]
+            self.revoked_tokens.add(token)
+        for refresh in [r for r, team in self.refresh_tokens.items() if team == team_id]:
+            del self.refresh_tokens[refresh]
+
+    def app_uninstalled(self, team_id: str) -> dict[str, Any]:
+        """Uninstalls the app from a workspace (its tokens stop working) and returns the `app_uninstalled` event
+        Slack then sends (deliver it with `send_event` / `deliver_http`)."""
+        self._revoke(team_id)
+        return {"type": "app_uninstalled", "team": team_id, "event_ts": self.next_ts()}
+
+    def tokens_revoked(self, team_id: str) -> dict[str, Any]:
+        """Revokes a workspace's bot token and returns the `tokens_revoked` event."""
+        self._revoke(team_id)
+        return {"type": "tokens_revoked", "team": team_id, "tokens": {"oauth": [], "bot": [BOT_USER_ID]},
+                "event_ts": self.next_ts()}
+
     # --- payload builders: realistic inner events (the user's message is stored as Slack would) ---------------
     def _user_post(self, channel: str, text: str, user: str, thread_ts: str | None, bot_id: str | None = None
                    ) -> Message:
@@ -1126,10 +1526,11 @@ class FakeSlack:
         return event
 
     def app_mention(self, question: str, *, channel: str = CHANNEL, user: str = USER_ID,
-                    thread_ts: str | None = None) -> dict[str, Any]:
-        """`@bot question` in a channel, top level or (with thread_ts) inside a thread."""
+                    thread_ts: str | None = None, files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """`@bot question` in a channel, top level or (with thread_ts) inside a thread; `files` (from
+        `add_file`) shared with it, as Slack puts them in the event."""
         message = self._user_post(channel, f"<@{BOT_USER_ID}> {question}", user, thread_ts)
-        return self._message_event(message, "app_mention")
+        return self._message_event(message, "app_mention", **({"files": files, "upload": False} if files else {}))
 
     def thread_message(self, text: str, *, thread_ts: str, channel: str = CHANNEL, user: str = USER_ID
                        ) -> dict[str, Any]:
@@ -1142,10 +1543,11 @@ class FakeSlack:
         return self._message_event(message, channel_type="channel")
 
     def dm_message(self, text: str, *, channel: str = DM_CHANNEL, user: str = USER_ID,
-                   thread_ts: str | None = None) -> dict[str, Any]:
-        """A direct message to the bot (`channel_type: im`)."""
+                   thread_ts: str | None = None, files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A direct message to the bot (`channel_type: im`); with `files`, subtype `file_share` as on Slack."""
         message = self._user_post(channel, text, user, thread_ts)
-        return self._message_event(message, channel_type="im")
+        shared = {"files": files, "upload": False, "subtype": "file_share"} if files else {}
+        return self._message_event(message, channel_type="im", **shared)
 
     def bot_message(self, text: str, *, channel: str = CHANNEL, bot_id: str = OTHER_BOT_ID,
                     thread_ts: str | None = None, user: str | None = None) -> dict[str, Any]:
@@ -1157,6 +1559,31 @@ class FakeSlack:
                                  "bot_profile": {"id": bot_id, "app_id": APP_ID if bot_id == BOT_ID
                                                  else "A0OTHER001", "name": "other-bot", "team_id": TEAM_ID}}
         return self._message_event(message, **extra)
+
+    def assistant_thread_started(self, *, user: str = USER_ID, context_channel: str | None = CHANNEL,
+                                 channel: str = DM_CHANNEL) -> dict[str, Any]:
+        """The user opens a new thread in the app's assistant view (while reading `context_channel`): Slack posts
+        the thread's root (subtype `assistant_app_thread`, by the app) in the DM and sends this event."""
+        root = self._store(Message(channel, self.next_ts(), "New Assistant Thread", BOT_USER_ID, None, None, BOT_ID,
+                                   subtype="assistant_app_thread"), "event")
+        root.thread_ts = root.ts
+        return {"type": "assistant_thread_started", "event_ts": self.next_ts(), "assistant_thread": {
+            "user_id": user, "channel_id": channel, "thread_ts": root.ts,
+            "context": {"channel_id": context_channel, "team_id": TEAM_ID, "enterprise_id": None}
+            if context_channel else {}}}
+
+    def assistant_thread_context_changed(self, thread_ts: str, *, context_channel: str, user: str = USER_ID,
+                                         channel: str = DM_CHANNEL) -> dict[str, Any]:
+        """The user switched to another channel with the assistant thread open."""
+        return {"type": "assistant_thread_context_changed", "event_ts": self.next_ts(), "assistant_thread": {
+            "user_id": user, "channel_id": channel, "thread_ts": thread_ts,
+            "context": {"channel_id": context_channel, "team_id": TEAM_ID, "enterprise_id": None}}}
+
+    def app_home_opened(self, *, user: str = USER_ID, tab: str = "home") -> dict[str, Any]:
+        """The user opens the app's Home tab."""
+        ts = self.next_ts()
+        return {"type": "app_home_opened", "user": user, "channel": DM_CHANNEL, "tab": tab, "event_ts": ts,
+                "view": self.home_views.get(user)}
 
     def message_changed(self, channel: str, ts: str, new_text: str) -> dict[str, Any]:
         """A user edited a message: applies the edit and returns the `message_changed` event."""
