@@ -18,6 +18,8 @@ async def check_chat_settings(settings: Settings) -> list[CheckResult]:
 
 
 async def check_slack(settings: Settings) -> list[CheckResult]:
+    if not slack_enabled(settings) and settings.slack_oauth_enabled:
+        return await check_slack_oauth(settings)
     if not slack_enabled(settings):
         return [CheckResult("slack", True, "off (set SLACK_BOT_TOKEN to enable)")]
     from slack_sdk.errors import SlackApiError
@@ -35,6 +37,37 @@ async def check_slack(settings: Settings) -> list[CheckResult]:
                             "check the network, or SLACK_API_URL")]
     mode = "Socket Mode" if settings.slack_app_token else "HTTP events at /slack/events"
     return [CheckResult("slack", True, f"bot {auth.get('user')} in workspace {auth.get('team')} ({mode})")]
+
+
+async def check_slack_oauth(settings: Settings) -> list[CheckResult]:
+    """"Add to Slack" mode has no single token to try: ENCRYPTION_KEY must be usable, and every stored
+    installation must decrypt with it (a changed key silently un-installs workspaces)."""
+    from bots.slack.installations import NO_KEY, SqlInstallationStore, fernet_of
+
+    try:
+        if fernet_of(settings.encryption_key) is None:
+            return [CheckResult("slack", False, "\"Add to Slack\" mode without ENCRYPTION_KEY", NO_KEY)]
+    except ValueError as exc:
+        return [CheckResult("slack", False, "\"Add to Slack\" mode: ENCRYPTION_KEY is malformed", str(exc))]
+    store = SqlInstallationStore(settings)
+    try:
+        installed = await store.installed()
+        unreadable = [i.team_id or i.enterprise_id for i in installed
+                      if await store.async_find_bot(enterprise_id=i.enterprise_id or None, team_id=i.team_id or None,
+                                                    is_enterprise_install=not i.team_id) is None]
+    except Exception as exc:  # noqa: BLE001 - the database is unreachable or refused us
+        return [CheckResult("slack", False, f"\"Add to Slack\" mode: cannot read the installations "
+                                            f"({type(exc).__name__})", "check DATABASE_URL or the data directory")]
+    finally:
+        await store.aclose()
+    mode = "Socket Mode" if settings.slack_app_token else "HTTP events at /slack/events"
+    count = f"{len(installed)} workspace{'' if len(installed) == 1 else 's'} installed"
+    if unreadable:
+        return [CheckResult("slack", False, f"\"Add to Slack\" mode: {count}, {len(unreadable)} of them not "
+                                            f"readable with ENCRYPTION_KEY ({', '.join(unreadable)})",
+                            "restore the key they were stored with, or install the app in them again")]
+    return [CheckResult("slack", True, f"\"Add to Slack\" mode: {count}, tokens encrypted with ENCRYPTION_KEY "
+                                       f"({mode}; install page /slack/install)")]
 
 
 async def check_discord(settings: Settings) -> list[CheckResult]:

@@ -13,6 +13,9 @@ Rules:
   less than half full tries the next kind first. Only text with no break at all is cut mid-word.
 - Nothing but whitespace at a cut is dropped, so the parts with their added fence lines removed spell out the
   original text (the invariant the property test checks through `Cut.consumed`).
+- A cut inside a line never turns a piece of that line into a fence line: "``` a ```" (not a fence: its info
+  string has backticks) is not cut into a part "```" that would open a code block, nor "x ```" in a code block
+  into a rest starting with "```" that would close it.
 """
 
 from __future__ import annotations
@@ -112,18 +115,47 @@ def close_open_fence(text: str) -> str:
     return text.rstrip("\n") + "\n" + fences[-1].closer
 
 
-def _boundary(text: str, lo: int, hi: int, allowed: Callable[[int], bool] = lambda _: True,
+def _boundary(text: str, lo: int, hi: int, allowed: Callable[[int, int], bool] = lambda _end, _resume: True,
               separators: tuple[tuple[str, int], ...] = _BOUNDARIES) -> tuple[int, int] | None:
-    """The best cut in text[lo:hi] whose part end is `allowed`: (end of the part, start of the rest), or None."""
+    """The best cut in text[lo:hi] that is `allowed(end, resume)`: (end of the part, start of the rest), or
+    None."""
     for floor in (max(lo, hi // 2), lo):
         for separator, kept in separators:
             # The dropped part of a separator may lie just past the limit; the kept part may not.
             found = text.rfind(separator, floor, hi + len(separator) - kept)
             while found >= floor:
-                if allowed(found + kept):
+                if allowed(found + kept, found + len(separator)):
                     return found + kept, found + len(separator)
                 found = text.rfind(separator, floor, found + len(separator) - 1)
     return None
+
+
+def _keeps_lines(text: str, end: int, resume: int, fence_line: re.Pattern[str]) -> bool:
+    """False when cutting a line at `end`/`resume` makes its head or its rest a `fence_line` the whole line is
+    not (an opener in prose, a closer inside a block): the cut would open or close a code block of its own."""
+    line_start = text.rfind("\n", 0, end) + 1
+    line_end = text.find("\n", end)
+    line_end = len(text) if line_end < 0 else line_end
+    whole = text[line_start:line_end].rstrip()
+    if fence_line.match(whole):
+        return True  # a real fence line: the fence scan has placed the cut around it already
+    head = text[line_start:end].rstrip()
+    if head and fence_line.match(head):
+        return False
+    if resume < len(text) and resume > 0 and text[resume - 1] != "\n":  # the rest starts mid-line
+        rest_end = text.find("\n", resume)
+        if fence_line.match(text[resume: len(text) if rest_end < 0 else rest_end]):
+            return False
+    return True
+
+
+def _hard_cut(text: str, limit: int, lo: int, fence_line: re.Pattern[str]) -> int:
+    """Where to cut text with no allowed break before `limit`: at `limit`, or a little earlier when that would
+    make a fence line (within the line's backticks, leaving "``" and "`…", which are no fence)."""
+    end = limit
+    while end > lo and not _keeps_lines(text, end, end, fence_line):
+        end -= 1
+    return end if end > lo else limit
 
 
 def _fence_at(fences: list[Fence], position: int) -> Fence | None:
@@ -151,8 +183,12 @@ def cut_markdown(text: str, limit: int) -> Cut:
             return _plain(text, straddling.start, straddling.start)
         return _split_block(text, limit, straddling)
     # The limit falls outside every block: cut in the prose, never inside a block that ends within this part.
-    found = _boundary(text, 1, limit, lambda position: _fence_at(fences, position) is None)
-    end, resume = found if found else (limit, limit)
+    found = _boundary(text, 1, limit, lambda end, resume: _fence_at(fences, end) is None
+                      and _keeps_lines(text, end, resume, _OPENER))
+    if found is None:
+        hard = _hard_cut(text, limit, 0, _OPENER)
+        found = (hard, hard)
+    end, resume = found
     return _plain(text, end, resume)
 
 
@@ -170,7 +206,10 @@ def _split_block(text: str, limit: int, fence: Fence) -> Cut:
         if not text[found[1]: closing_line].strip():  # only the closing line would be left: cut a line earlier
             found = _line_end(text, lo, found[0] - 1) or found
     if found is None:  # one line longer than any part can hold
-        found = _boundary(text, lo, room) or (room, room)
+        found = _boundary(text, lo, room, lambda end, resume: _keeps_lines(text, end, resume, _CLOSER))
+        if found is None:
+            hard = _hard_cut(text, room, lo, _CLOSER)
+            found = (hard, hard)
     end, resume = found
     head = text[:end].rstrip("\n")
     return Cut(f"{head}\n{fence.closer}", resume, fence.opener + "\n")

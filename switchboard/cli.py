@@ -391,7 +391,8 @@ def feedback_command(as_json: bool = typer.Option(False, "--json", help="Print t
 
 @app.command(name="migrate")
 def migrate_command() -> None:
-    """Create or update the tables of DATABASE_URL's Postgres (conversations, feedback); safe to run again."""
+    """Create or update the tables of DATABASE_URL's Postgres (conversations, feedback, support, Slack
+    installations and OAuth states, workspace settings); safe to run again."""
     from core.checkpoints import CheckpointsUnavailable
 
     try:
@@ -418,6 +419,19 @@ async def _migrate(settings: Settings) -> list[str]:
     finally:
         await support.aclose()
     lines.append(f"support: {support.where}, ready")
+    # "Add to Slack" installations and OAuth states, and the per-workspace settings (issue 18)
+    from bots.slack.installations import SqlInstallationStore
+    from core.workspaces import Workspaces
+
+    owners: tuple[tuple[str, SqlInstallationStore | Workspaces], ...] = (
+        ("slack installations", SqlInstallationStore(settings)),  # and its OAuth states table
+        ("workspaces", Workspaces(settings)))
+    for label, owner in owners:
+        try:
+            await owner.runner.setup()
+        finally:
+            await owner.aclose()
+        lines.append(f"{label}: {owner.where}, ready")
     return lines
 
 

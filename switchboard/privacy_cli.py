@@ -2,9 +2,9 @@
 prune of `switchboard run`.
 
 The composition root is the one place that knows all the stores a conversation leaves rows in: the checkpoints
-and the turn ledger (`core.retention`), the support log and handoffs (`bots.support.store`) and the votes
-(`bots.feedback`). Each store deletes its own rows; this module runs them together, with one cut-off
-(`RETENTION_DAYS`).
+and the turn ledger (`core.retention`), the support log and handoffs (`bots.support.store`), the votes
+(`bots.feedback`) and the dashboard's per-turn records (`core.turn_records`). Each store deletes its own rows;
+this module runs them together, with one cut-off (`RETENTION_DAYS`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ class Removed:
     conversations: int
     support_rows: int
     votes: int
+    turn_records: int = 0  # the admin dashboard's rows (they hold the question and answer text too)
 
     def sentence(self) -> str:
-        return (f"{self.conversations} conversation(s), {self.support_rows} support-log row(s) and "
-                f"{self.votes} vote(s)")
+        return (f"{self.conversations} conversation(s), {self.support_rows} support-log row(s), "
+                f"{self.turn_records} dashboard turn record(s) and {self.votes} vote(s)")
 
 
 async def prune_everything(settings: Settings, checkpointer: Any, *, now: float | None = None) -> Removed:
@@ -55,7 +56,8 @@ async def prune_everything(settings: Settings, checkpointer: Any, *, now: float 
     finally:
         await support.aclose()
     votes = await feedback_store(settings).prune(before)
-    return Removed(len(conversations), support_rows, votes)
+    turns = await _in_turn_store(settings, lambda store: store.prune(now))
+    return Removed(len(conversations), support_rows, votes, turns)
 
 
 async def forget_everything(settings: Settings, checkpointer: Any, user: str) -> Removed:
@@ -73,7 +75,20 @@ async def forget_everything(settings: Settings, checkpointer: Any, user: str) ->
     finally:
         await support.aclose()
     votes = await feedback_store(settings).forget(user, tuple(keys))
-    return Removed(len(keys), support_rows, votes)
+    turns = await _in_turn_store(settings, lambda store: store.forget(list(keys)))
+    return Removed(len(keys), support_rows, votes, turns)
+
+
+async def _in_turn_store(settings: Settings, work: Any) -> int:
+    """Run `work` on a connection of its own to the dashboard's turn records (the store prunes by its own
+    `RETENTION_DAYS` cut-off, the same one as the others)."""
+    from core.turn_records import turn_store
+
+    store = turn_store(settings)
+    try:
+        return int(await work(store))
+    finally:
+        await store.aclose()
 
 
 async def _with_checkpointer(settings: Settings, work: Any) -> Removed:
@@ -138,7 +153,8 @@ def start_retention(settings: Settings, orchestrator: Any, coordination: Any | N
 
 
 def prune_command() -> None:
-    """Delete conversations, support-log rows and votes older than RETENTION_DAYS (the daily job of `run`)."""
+    """Delete conversations, support-log rows, dashboard turn records and votes older than RETENTION_DAYS (the
+    daily job of `run`)."""
     from core.checkpoints import CheckpointsUnavailable
     from core.settings import load_settings
 
@@ -158,8 +174,8 @@ def forget_command(
                                                  "user id, the web client's id)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
-    """Erase a person (GDPR): their conversations on every platform, those conversations' support log and
-    handoffs, and their votes."""
+    """Erase a person (GDPR): their conversations on every platform, those conversations' support log,
+    handoffs and dashboard turn records, and their votes."""
     from core.checkpoints import CheckpointsUnavailable
     from core.settings import load_settings
 

@@ -134,3 +134,21 @@ async def test_a_post_handed_to_a_person_is_tagged_needs_a_person(corpus_setting
             await bot.pipeline.inflight.idle()
             assert tag_names(fake, post_id) == {"Needs a person"}
             assert fake.messages_in(staff, from_bot=True)  # the staff were told
+
+
+async def test_the_talk_to_a_person_button_in_a_post_tags_it_needs_a_person(corpus_settings, offline_core) -> None:
+    """The button's handoff does not pass through the post's answer (where a handoff in words is tagged): the
+    click itself swaps "Answered" for "Needs a person"."""
+    async with FakeDiscord() as fake:
+        forum = int(fake.add_forum("help", tags=TAGS)["id"])
+        staff = int(fake.add_channel(fake.guild_id, "staff")["id"])
+        async with running_bot(fake, offline_core, corpus_settings, discord_forum_channels=[forum],
+                               discord_handoff_channel=staff):
+            post, _ = await fake.forum_post(forum, QUESTION, "")
+            post_id = int(post["id"])
+            await fake.wait_for(lambda: "Answered" in tag_names(fake, post_id), timeout=20)
+            [answer] = fake.messages_in(post_id, from_bot=True)
+            await fake.click_button(answer, f"sb:ho:discord:thread:{post_id}")
+            await fake.wait_for(lambda: "Needs a person" in tag_names(fake, post_id), timeout=10)
+            assert tag_names(fake, post_id) == {"Needs a person"}
+            assert fake.messages_in(staff, from_bot=True)  # the staff were told

@@ -253,3 +253,85 @@ async def test_without_a_key_tokens_are_refused_with_a_sentence(corpus_settings,
     finally:
         await store.aclose()
     assert "ENCRYPTION_KEY" in NO_KEY and NO_KEY.count(".") <= 2
+
+
+# --- everything else a workspace's bot does uses that workspace's installed token -----------------------------
+STAFF_DEFAULT = "C0STAFF001"  # SLACK_HANDOFF_CHANNEL
+WORKSPACE_STAFF = "C0STAFFWS1"  # the workspace's own (`switchboard workspaces set`)
+RANDOM_STAFF = "C0STAFFRN1"  # the #random channel's own, in channels.yml: wins over the workspace's
+WORKSPACE_ONCALL = "S0CLIENT01"
+
+
+async def test_oauth_handoffs_staff_buttons_and_files_use_the_workspace_token_and_its_handoff_place(
+        corpus_settings, slack, tmp_path) -> None:
+    from bots.slack.app import session_key
+    from bots.slack.handoff import NOT_STAFF
+    from bots.support.desk import ASKED_HERE
+    from core.workspaces import workspaces_for
+    from tests.fakes.slack import OTHER_CHANNEL, OTHER_USER_ID
+
+    for channel, name in ((STAFF_DEFAULT, "support-staff"), (WORKSPACE_STAFF, "client-staff"),
+                          (RANDOM_STAFF, "random-staff")):
+        slack.add_channel(channel, name, members=[OTHER_USER_ID])
+    channels = tmp_path / "channels.yml"
+    channels.write_text(f"channels:\n  - platform: slack\n    channel: {OTHER_CHANNEL}\n"
+                        f"    handoff_channel: {RANDOM_STAFF}\n")
+    async with running(corpus_settings, slack, slack_handoff_channel=STAFF_DEFAULT, channels_file=channels,
+                       slack_handoff_mention="S0DEFAULT1") as bot, aiohttp.ClientSession() as http:
+        await install(http, bot, TEAM_ID)
+        [token] = slack.tokens_of(TEAM_ID)
+        await workspaces_for(bot.frontend.orchestrator).set(
+            "slack", TEAM_ID, {"handoff_channel": WORKSPACE_STAFF, "handoff_mention": WORKSPACE_ONCALL})
+
+        # Asking for a person in words: the staff message goes to the workspace's place, pinging its group.
+        event = slack.app_mention("can I talk to a human?")
+        await slack.send_event(event)
+        assert (await answered(slack, bot, CHANNEL, event["ts"]))[-1].text.endswith(ASKED_HERE)
+        [staff] = slack.bot_messages(WORKSPACE_STAFF)
+        assert slack.pings(staff) == [f"!subteam^{WORKSPACE_ONCALL}"] and slack.bot_messages(STAFF_DEFAULT) == []
+        # A channel with its own place in channels.yml keeps it.
+        other = slack.app_mention("can I talk to a human?", channel=OTHER_CHANNEL)
+        await slack.send_event(other)
+        await answered(slack, bot, OTHER_CHANNEL, other["ts"])
+        assert len(slack.bot_messages(RANDOM_STAFF)) == 1 and len(slack.bot_messages(WORKSPACE_STAFF)) == 1
+
+        # The staff button: membership is checked, and the notices posted, with the workspace's token.
+        key = session_key(TEAM_ID, CHANNEL, event["ts"])
+        await slack.send_block_action("handoff_take", key, channel=WORKSPACE_STAFF, message_ts=staff.ts,
+                                      user=OTHER_USER_ID, block_id="handoff")
+        await slack.wait_for(lambda: "Bob Example" in slack.bot_messages(CHANNEL, event["ts"])[-1].text, timeout=10)
+        assert NOT_STAFF not in str([r.body for r in slack.responses])
+
+        # A shared file is looked up and downloaded with the workspace's token.
+        shared = slack.add_file("notes.txt", b"Invoice 42 was charged twice.", file_access="check_file_info")
+        with_file = slack.app_mention("What does the attached file say about invoices?", files=[shared])
+        await slack.send_event(with_file)
+        await answered(slack, bot, CHANNEL, with_file["ts"])
+    assert [d.status for d in slack.downloads] == [200] and slack.downloads[0].authorization == f"Bearer {token}"
+    assert {c.token for c in slack.calls_to("files.info")} == {token}
+    for method in ("chat.getPermalink", "users.info", "conversations.members"):
+        assert slack.calls_to(method) and {c.token for c in slack.calls_to(method)} == {token}, method
+    assert tokens_used(slack, WORKSPACE_STAFF) == {token} and tokens_used(slack, RANDOM_STAFF) == {token}
+
+
+async def test_doctor_reports_oauth_mode_with_the_installed_workspaces_and_checks_the_key(corpus_settings,
+                                                                                         slack) -> None:
+    from slack_sdk.oauth.installation_store.models.bot import Bot
+
+    from bots.checks import check_slack
+
+    settings = oauth_settings(corpus_settings, slack, 1)
+    store = SqlInstallationStore(settings)
+    try:
+        for team in (TEAM_ID, OTHER_TEAM_ID):
+            await store.async_save_bot(Bot(team_id=team, bot_token=f"xoxb-{team}", bot_id="B1", bot_user_id="U1",
+                                           installed_at=time.time()))
+    finally:
+        await store.aclose()
+    [ok] = await check_slack(settings)
+    assert ok.ok and "Add to Slack" in ok.detail and "2 workspaces installed" in ok.detail
+    [no_key] = await check_slack(settings.model_copy(update={"encryption_key": None}))
+    assert not no_key.ok and "ENCRYPTION_KEY" in no_key.detail + (no_key.fix or "")
+    other = settings.model_copy(update={"encryption_key": SecretStr(Fernet.generate_key().decode())})
+    [wrong_key] = await check_slack(other)
+    assert not wrong_key.ok and "2 of them not readable with ENCRYPTION_KEY" in wrong_key.detail

@@ -165,6 +165,36 @@ async def test_forget_erases_a_person_on_every_platform(corpus_settings) -> None
         await orchestrator.aclose()
 
 
+async def test_forget_and_prune_clear_the_dashboard_turn_records(corpus_settings) -> None:
+    """The admin dashboard keeps each turn's question and answer: `forget --user` deletes the person's rows,
+    `prune` the expired ones, like every other store."""
+    import time
+
+    from core.turn_records import Query, TurnRecord, turn_store
+    from switchboard.privacy_cli import forget_everything, prune_everything
+
+    orchestrator = await build_orchestrator(corpus_settings)
+    store = turn_store(corpus_settings)
+    try:
+        for key, user in {"slack:T1:C1:1.0": "U1", "web:abc": "U2"}.items():
+            [e async for e in orchestrator.respond(key, "Do you comply with GDPR?", user=user)]
+            await store.add(TurnRecord("slack" if key.startswith("slack") else "web", key,
+                                       question="Do you comply with GDPR?", answer="Yes."))
+        old = time.time() - (corpus_settings.retention_days + 1) * 86400
+        await store.add(TurnRecord("web", "web:old", question="an old question", at=old))
+
+        removed = await forget_everything(corpus_settings, orchestrator.checkpointer, "U1")
+        assert removed.turn_records == 1 and "1 dashboard turn record(s)" in removed.sentence()
+        assert sorted(r.session_key for r in await store.turns(Query())) == ["web:abc", "web:old"]
+
+        removed = await prune_everything(corpus_settings, orchestrator.checkpointer)
+        assert removed.turn_records == 1
+        assert [r.session_key for r in await store.turns(Query())] == ["web:abc"]
+    finally:
+        await store.aclose()
+        await orchestrator.aclose()
+
+
 async def test_the_support_log_keeps_masked_text(tmp_path) -> None:
     """A note (a message posted in a handed-off thread) is stored as the core stores questions: masked."""
     store = support_store(make_settings(tmp_path))

@@ -68,10 +68,10 @@ def test_mrkdwn_links_stay_on_the_allow_list(markdown: str) -> None:
         assert POLICY.allows(url.replace("&amp;", "&")), (url, out)
 
 
-# Fences as the splitter's contract has them: on lines of their own (a mid-line "```" is the xfail below).
+# Fences on lines of their own, and backticks mid-line (a line "``` a ```" is no fence: never cut into one).
 PROSE = st.lists(st.sampled_from(["alpha", "beta.", "gamma,", "delta!", "`code`", "**bold**", "x" * 40, "\n",
                                   "\n\n", "- item", "\n```\n", "\n```python\n", "\n    indented",
-                                  "word " * 12]),
+                                  "word " * 12, "```", "x```y"]),
                  min_size=1, max_size=80).map(lambda words: " ".join(words))
 
 
@@ -108,8 +108,13 @@ def test_the_chat_page_renderer_makes_only_its_own_elements_and_safe_links(texts
                     assert POLICY.allows(href.replace("&amp;", "&")), (text, html)
 
 
-@pytest.mark.xfail(strict=True, reason="found by the property above: a line starting with ``` that is not a fence "
-                   "(its info string has backticks) is cut at a space into a part that is a lone fence opener")
-def test_a_cut_never_leaves_a_part_that_opens_a_fence() -> None:
-    parts = split_markdown("``` " + "x" * 40 + " ```", 40)
-    assert all(open_fence(part) is None for part in parts[:-1]), parts
+@pytest.mark.parametrize("text,limit", [
+    ("``` " + "x" * 40 + " ```", 40),  # found by the property above: the part "```" opened a block of its own
+    ("```" + "x" * 60 + "`", 40),  # no break at all: the hard cut at the limit would leave "```xxx…" open
+    ("Run it:\n```\n" + "y" * 30 + " ```\nmore\n```", 40),  # in a block: a rest "```" would close it early
+])
+def test_a_cut_never_makes_a_fence_line_of_a_piece_of_a_line(text: str, limit: int) -> None:
+    parts = assert_reconstructs(text, limit)
+    assert all(len(part) <= limit for part in parts), parts
+    assert all(open_fence(part) is None for part in parts), parts  # the last included: the text has none open
+    assert all(part.strip() not in ("```", "") for part in parts), parts

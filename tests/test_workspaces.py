@@ -238,3 +238,66 @@ def test_switchboard_workspaces_set_show_list_and_key(tmp_path, monkeypatch) -> 
     assert nothing.exit_code == 2
     key = runner.invoke(app, ["workspaces", "key"]).output.strip()
     Fernet(key.encode())  # a usable ENCRYPTION_KEY
+
+
+async def test_migrate_creates_the_installations_oauth_states_and_workspaces_tables(tmp_path) -> None:
+    import sqlite3
+
+    from bots.slack.installations import SQLITE_FILE as INSTALLS_FILE, STATES, TABLE as INSTALLS
+    from core.workspaces import SQLITE_FILE as WORKSPACES_FILE, TABLE as WORKSPACES
+    from switchboard.cli import _migrate
+
+    settings = make_settings(tmp_path)
+    lines = await _migrate(settings)
+    assert any(line.startswith("slack installations: ") for line in lines)
+    assert any(line.startswith("workspaces: ") for line in lines)
+    for file, wanted in ((INSTALLS_FILE, {INSTALLS, STATES}), (WORKSPACES_FILE, {WORKSPACES})):
+        with sqlite3.connect(settings.data_dir / file) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert wanted <= tables, file
+
+
+async def test_a_guild_handoff_place_applies_to_discord_handoffs_unless_the_channel_has_its_own(corpus_settings,
+                                                                                              tmp_path) -> None:
+    """The desk is platform-neutral: a guild's `handoff_channel`/`handoff_mention` replace DISCORD_HANDOFF_CHANNEL
+    and its role; a channel listed in channels.yml keeps its own place. (Discord's staff place is recorded here;
+    the Slack side is driven end to end in tests/test_oauth.py.)"""
+    from bots.support.desk import ASKED_HERE, HandoffRequest, SupportDesk
+    from bots.support.store import support_store
+
+    class Place:
+        platform, default_channel, default_mention = "discord", "100000000000000001", "200000000000000001"
+
+        def __init__(self) -> None:
+            self.posted: list[tuple[str, str | None]] = []
+
+        async def thread_link(self, where): return ""
+        async def user_label(self, user): return user or "someone"
+        async def show_status(self, record, line): return None
+        async def tell_thread(self, where, text): return None
+
+        async def post_ticket(self, channel, mention, ticket):
+            self.posted.append((channel, mention))
+            return {"platform": "discord", "channel": channel, "message_id": "1", "mention": mention}
+
+    channels = tmp_path / "channels.yml"
+    channels.write_text("channels:\n  - platform: discord\n    channel: '300000000000000003'\n"
+                        "    handoff_channel: '400000000000000004'\n")
+    orchestrator = await build_orchestrator(corpus_settings.model_copy(update={"channels_file": channels}))
+    desk = SupportDesk(orchestrator, support_store(orchestrator.settings))
+    place = Place()
+    desk.register(place)
+    try:
+        await workspaces_for(orchestrator).set("discord", "42", {"handoff_channel": "500000000000000005",
+                                                                 "handoff_mention": "600000000000000006"})
+        asks = [("discord:42:a", "42", "700000000000000007"), ("discord:42:b", "42", "300000000000000003"),
+                ("discord:43:c", "43", "700000000000000007")]
+        for key, guild, channel in asks:
+            request = HandoffRequest("discord", key, "9", channel, {"guild_id": int(guild), "channel_id": 1}, "words")
+            assert await desk.request(request) == ASKED_HERE
+    finally:
+        await desk.aclose()
+        await orchestrator.aclose()
+    assert place.posted == [("500000000000000005", "600000000000000006"),  # the guild's place and role
+                            ("400000000000000004", "600000000000000006"),  # the channel's own place wins
+                            ("100000000000000001", "200000000000000001")]  # another guild: the defaults

@@ -7,7 +7,8 @@ forum is the `channel` for per-channel agent limits). A post in a forum not list
 mentions the bot there, as in any thread.
 
 Tags, when the forum defines them (matched by name, case-insensitively): after an answer lands the bot applies
-"Answered"; when the conversation is handed to a person (`bots.support`) it applies "Needs a person" instead. Under
+"Answered"; when the conversation is handed to a person (`bots.support`), asked for in words or with the "Talk to a
+person" button (`bots.discord.handoff` calls `handed_off`), it applies "Needs a person" instead. Under
 the answer a "Solved" button lets the post's author or a moderator (Manage Threads) apply "Solved" and close
 (archive) the post; anyone else is told, privately, who can. A forum without such tags is answered all the same.
 
@@ -166,6 +167,19 @@ class ForumDesk:
             await self.tag(thread, NEEDS_PERSON_TAGS, drop=ANSWERED_TAGS)
         elif surface._texts:  # something landed in the post
             await self.tag(thread, ANSWERED_TAGS)
+
+    async def handed_off(self, channel: Any, session_key: str) -> bool:
+        """Tag a listed forum's post "Needs a person" (dropping "Answered") when its conversation is now with a
+        person: called after the "Talk to a person" button, whose handoff does not pass through `answer`. False
+        for anything but such a post, or when nothing was handed off (no staff place: the user was told to write
+        in) or Discord refused."""
+        forum = forum_of(channel)
+        support = self.frontend.support
+        if forum is None or not listed(self.setting, forum.id) or support is None:
+            return False
+        if not await support.quiet(session_key):
+            return False
+        return await self.tag(channel, NEEDS_PERSON_TAGS, drop=ANSWERED_TAGS)
 
     async def tag(self, thread: Any, names: tuple[str, ...], *, drop: tuple[str, ...] = (),
                   archive: bool = False) -> bool:

@@ -67,6 +67,9 @@ class AskForPersonButton(discord.ui.DynamicItem[discord.ui.Button], template=ASK
                                  {"guild_id": interaction.guild_id, "channel_id": interaction.channel_id}, "button")
         text = await frontend.support.request(request)
         await frontend.staff.tell_thread(request.where, text)
+        forums = getattr(frontend, "forums", None)
+        if forums is not None:  # in a forum post: "Needs a person", as for a handoff asked for in words
+            await forums.handed_off(channel, self.session_key)
 
 
 class StaffButton(discord.ui.DynamicItem[discord.ui.Button], template=STAFF_TEMPLATE):  # type: ignore[call-arg]

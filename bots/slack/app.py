@@ -115,7 +115,7 @@ class SlackFrontend:
         self.limits = limits or SlackLimits(coordination=self.coordination)
         self.usage = usage_text(getattr(orchestrator, "agents", None))
         self.support = desk_or_none(orchestrator)  # handoffs, quiet threads, outcomes (shared by the front-ends)
-        self.staff = SlackStaff(self.client, settings)
+        self.staff = SlackStaff(self.client, settings, clients_for=self._client_for)  # per workspace with OAuth
         if self.support is not None:
             self.support.register(self.staff)
         self.pipeline = AnswerPipeline(orchestrator, "slack", PlatformTexts(self.usage, RESET_DONE),
@@ -291,18 +291,20 @@ class SlackFrontend:
     async def _hand_off(self, request: HandoffRequest) -> None:
         assert self.support is not None
         text = await self.support.request(request)
-        await self.staff.tell_thread(request.where, text)
+        team = request.session_key.split(":")[1] if request.session_key.count(":") >= 3 else None
+        await (await self.staff.for_workspace(team)).tell_thread(request.where, text)
 
     async def _on_staff_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
         """Take it / Hand back / Resolved on a staff message: members of its channel only."""
         await ack()
         user = (body.get("user") or {}).get("id") or ""
         channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id") or ""
-        if self.support is None or not await self.staff.is_staff(channel, user):
+        staff = await self.staff.for_workspace((body.get("team") or {}).get("id"))  # the presser's workspace
+        if self.support is None or not await staff.is_staff(channel, user):
             with contextlib.suppress(Exception):
                 await respond(response_type="ephemeral", replace_original=False, text=NOT_STAFF)
             return
-        name = await self.staff.user_label(user)
+        name = await staff.user_label(user)
         result = await self.support.act(STAFF_ACTIONS[action["action_id"]], action.get("value", ""), user, name)
         if result.record is None:  # already taken, resolved…: only the presser is told
             with contextlib.suppress(Exception):
@@ -360,6 +362,10 @@ class SlackFrontend:
             self._team_clients[bot.bot_token] = clients
         return clients
 
+    async def _client_for(self, team: str | None) -> AsyncWebClient:
+        """The client speaking for `team` (its installed token with "Add to Slack"), for the handoff desk."""
+        return (await self._clients_for(team))[0]
+
     async def _answer(self, inbound: Inbound, team: str | None, files: tuple[dict[str, Any], ...] = (), *,
                       called_in: str | None = None) -> Any:
         if called_in is not None:  # before the thread counts as ours: the checkpoints say whether it is
@@ -378,7 +384,7 @@ class SlackFrontend:
                 def native(s: Surface) -> NativeStreamReply:
                     return NativeStreamReply(stream_client, surface, team=team, user=inbound.user,
                                              interval_s=self.settings.slack_edit_interval_s)
-            inbound = await self._attached(inbound, files)  # last: any thread context is kept beside the files
+            inbound = await self._attached(inbound, files, team)  # last: thread context is kept beside the files
             return await self.pipeline.answer(inbound, surface, started=started, reply=native)
 
     async def _with_thread(self, inbound: Inbound, team: str | None, mention_ts: str) -> Inbound:
@@ -401,19 +407,22 @@ class SlackFrontend:
             return inbound
         return replace(inbound, extras=merged(inbound.extras, earlier))
 
-    async def _attached(self, inbound: Inbound, files: tuple[dict[str, Any], ...]) -> Inbound:
-        """The files shared with the message, fetched from `url_private_download` with the bot token
-        (`bots.attachments`: size cap, type sniffing, text budget); a file Slack only names is looked up with
-        `files.info` first. Each file that cannot be used becomes a sentence in the reply."""
+    async def _attached(self, inbound: Inbound, files: tuple[dict[str, Any], ...], team: str | None = None
+                        ) -> Inbound:
+        """The files shared with the message, fetched from `url_private_download` with the bot token of the
+        workspace they were shared in (its installed one with "Add to Slack") (`bots.attachments`: size cap,
+        type sniffing, text budget); a file Slack only names is looked up with `files.info` first. Each file that
+        cannot be used becomes a sentence in the reply."""
         if not files:
             return inbound
         remote: list[RemoteFile] = []
         unusable: list[str] = []
-        auth = {"Authorization": f"Bearer {self.client.token}"}
+        client, _ = await self._clients_for(team)
+        auth = {"Authorization": f"Bearer {client.token}"}
         for file in files:
             if file.get("file_access") == "check_file_info" or not file.get("url_private_download"):
                 try:
-                    file = (await self.client.files_info(file=file["id"]))["file"]
+                    file = (await client.files_info(file=file["id"]))["file"]
                 except SlackApiError as error:
                     log.info("slack: files.info refused a shared file (%s)", error.response.get("error"))
                     unusable.append("I couldn't open one of the shared files (Slack would not give it to me).")

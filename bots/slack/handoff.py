@@ -11,12 +11,16 @@ channel's own from the channels file).
 permalink (`chat.getPermalink`), names the user (`users.info`, never as a mention), and says in the user's
 thread who took it. `is_staff` is the buttons' check: the presser must be a member of the channel the staff
 message is in (`conversations.members`); anyone else gets an ephemeral refusal.
+
+With "Add to Slack" there is no single token: `for_workspace(team)` is the same place speaking with that
+workspace's installed bot token (the desk asks for it per handoff, the front-end per button press), so the
+staff message, the permalink and the notices go out as the workspace's own bot.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -95,10 +99,22 @@ class SlackStaff:
 
     platform = "slack"
 
-    def __init__(self, client: AsyncWebClient, settings: Any) -> None:
+    def __init__(self, client: AsyncWebClient, settings: Any, *,
+                 clients_for: Callable[[str | None], Awaitable[AsyncWebClient]] | None = None) -> None:
         self.client = client
+        self.settings = settings
         self.default_channel: str | None = settings.slack_handoff_channel
         self.default_mention: str | None = settings.slack_handoff_mention
+        self._clients_for = clients_for  # team id -> that workspace's client ("Add to Slack"); None: one token
+
+    async def for_workspace(self, team: str | None) -> SlackStaff:
+        """This place speaking with `team`'s own bot token ("Add to Slack"); itself in single-token mode."""
+        if self._clients_for is None or not team:
+            return self
+        client = await self._clients_for(team)
+        if client is self.client:
+            return self
+        return SlackStaff(client, self.settings)
 
     async def thread_link(self, where: Mapping[str, Any]) -> str:
         response = await self.client.chat_getPermalink(channel=where["channel"], message_ts=where["thread_ts"])

@@ -8,8 +8,9 @@ as a `core.events.Handoff` that `watch` turns into the reply):
    asked, and posts nothing);
 2. the ticket is built from the conversation (`Orchestrator.transcript`): who asked, the questions, what the bot
    answered, the agent, its sources and confidence, and a link to the thread (`StaffPlace.thread_link`);
-3. it goes to the staff place of the platform (the channel's own from the channels file, else
-   SLACK_HANDOFF_CHANNEL / DISCORD_HANDOFF_CHANNEL), pinging only the configured on-call group, and to
+3. it goes to the staff place of the platform (the channel's own from the channels file, else the workspace's or
+   guild's from `switchboard workspaces set` (`core.workspaces`), else SLACK_HANDOFF_CHANNEL /
+   DISCORD_HANDOFF_CHANNEL), pinging only the configured on-call group, and to
    HANDOFF_WEBHOOK_URL when set (signed, retried: `bots.support.webhook`);
 4. the user is told what happens next, or, when nothing could be delivered, how to reach a person instead.
 While a staff message with its buttons exists and the handoff is open, `quiet()` is true: front-ends then post
@@ -37,6 +38,7 @@ from bots.support.store import (
 from bots.support.webhook import Delivery, deliver
 from core.events import Complete, Event, Handoff, Token
 from core.transcript import last_answered, questions_of
+from core.workspaces import workspaces_for
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +150,15 @@ class SupportDesk:
     async def request(self, request: HandoffRequest) -> str:
         """Hand the conversation to a person; returns what to tell the user."""
         email = self.settings.support_email
-        place = self.places.get(request.platform)
+        workspace_id = workspace_of_handoff(request.platform, request.session_key, request.where)
+        place = await self._place(request.platform, workspace_id)
         rule = self.orchestrator.channels.rule_for(request.platform, request.channel)
-        staff_channel = (rule.handoff_channel if rule and rule.handoff_channel else None) or (
+        workspace = await self._workspace_handoff(request.platform, workspace_id)
+        # Most specific first: the channel's own place (channels.yml) wins over its workspace's (`switchboard
+        # workspaces set`), which wins over the environment's default; the same order for the ping.
+        staff_channel = (rule.handoff_channel if rule and rule.handoff_channel else None) or workspace[0] or (
             place.default_channel if place else None)
-        mention = (rule.handoff_mention if rule and rule.handoff_mention else None) or (
+        mention = (rule.handoff_mention if rule and rule.handoff_mention else None) or workspace[1] or (
             place.default_mention if place else None)
         webhook = self.settings.handoff_webhook_url
         if not (place and staff_channel) and not webhook:
@@ -181,6 +187,34 @@ class SupportDesk:
                                      request.user, ticket.get("confidence"),
                                      {"trigger": request.trigger, "link": ticket.get("link", "")}))
         return ASKED_HERE if posted else ASKED_TICKET
+
+    async def _place(self, platform: str, workspace_id: str | None) -> StaffPlace | None:
+        """The platform's staff place, speaking for `workspace_id` when it can ("Add to Slack": that workspace's
+        own bot token, `SlackStaff.for_workspace`)."""
+        place = self.places.get(platform)
+        bind = getattr(place, "for_workspace", None)
+        if bind is None or not workspace_id:
+            return place
+        try:
+            return await bind(workspace_id)  # type: ignore[no-any-return]
+        except Exception:  # noqa: BLE001 - the default client still tries (and the webhook may reach someone)
+            log.warning("no %s client for workspace %s; using the default", platform, workspace_id, exc_info=True)
+            return place
+
+    async def _workspace_handoff(self, platform: str, workspace_id: str | None) -> tuple[str | None, str | None]:
+        """(staff channel, ping) the workspace or guild was given with `switchboard workspaces set`; (None, None)
+        when it set neither, or its settings cannot be read (the defaults then apply)."""
+        workspaces = workspaces_for(self.orchestrator) if workspace_id else None
+        if workspaces is None:
+            return None, None
+        try:
+            found = await workspaces.get(platform, workspace_id)
+        except Exception:  # noqa: BLE001 - a handoff must not fail because the settings table is unreadable
+            log.warning("%s workspace %s: settings unreadable; default handoff place", platform, workspace_id,
+                        exc_info=True)
+            return None, None
+        return (found.handoff_channel if "handoff_channel" in found.configured else None,
+                found.handoff_mention if "handoff_mention" in found.configured else None)
 
     async def _ticket(self, request: HandoffRequest, place: StaffPlace | None) -> dict[str, Any]:
         """The handoff as staff and the webhook see it (also the webhook's JSON payload)."""
@@ -228,7 +262,8 @@ class SupportDesk:
         if record is None:
             current = await self.store.get_handoff(session_key)
             return StaffResult(None, _refusal(current))
-        place = self.places.get(record.platform)
+        place = await self._place(record.platform, workspace_of_handoff(
+            record.platform, session_key, record.staff.get("thread") or {}))
         agent = record.ticket.get("agent") or "none"
         if action == "take":
             line, notice = f"🙋 Taken by {staff_name}", TAKEN_NOTICE.format(name=staff_name)
@@ -276,6 +311,18 @@ class SupportDesk:
     async def aclose(self) -> None:
         await self.flush()
         await self.store.aclose()
+
+
+def workspace_of_handoff(platform: str, session_key: str, where: Mapping[str, Any]) -> str | None:
+    """The Slack team (from the session key `slack:<team>:<channel>:<ts>`) or Discord guild (from the thread's
+    address) a handoff comes from; None when there is none (a Discord DM, the web)."""
+    if platform == "slack":
+        parts = session_key.split(":")
+        return parts[1] if len(parts) > 3 and parts[1] not in ("", "-") else None
+    if platform == "discord":
+        guild = (where or {}).get("guild_id")
+        return str(guild) if guild else None
+    return None
 
 
 def _refusal(record: HandoffRecord | None) -> str:

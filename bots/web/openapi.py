@@ -71,14 +71,16 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     "403": {"description": "session_id names someone else's conversation (no session_secret)",
                             "content": json_error},
                     "400": {"description": "malformed JSON (also: nested too deeply, a number too long, not valid "
-                                           "in its charset, not an object)", "content": json_error},
+                                           "in its charset, not an object), or a form that cannot be parsed",
+                            "content": json_error},
                     "409": {"description": "this message_id was already answered", "content": json_error},
-                    "413": {"description": "message or body too long (a form: more than 5 files, or larger than "
-                                           "5 files of MAX_ATTACHMENT_MB)", "content": json_error},
+                    "413": {"description": "message or body too long (a form: larger than 5 files of "
+                                           "MAX_ATTACHMENT_MB)", "content": json_error},
                     "415": {"description": "neither application/json nor multipart/form-data, or an unknown "
                                            "charset", "content": json_error},
-                    "422": {"description": "empty message, or a session_id/message_id that is not 1-128 of "
-                                           "[A-Za-z0-9_.:-]", "content": json_error},
+                    "422": {"description": "empty message, a session_id/message_id that is not 1-128 of "
+                                           "[A-Za-z0-9_.:-], or a form with more than 5 files",
+                            "content": json_error},
                     "429": {"description": "this client's request rate (WEB_RATE_LIMIT) or concurrent streams "
                                            "(WEB_MAX_STREAMS_PER_CLIENT) are used up", "headers": retry_after,
                             "content": json_error},

@@ -5,7 +5,9 @@ The fields are the JSON body's (`message`, `session_id`, `message_id`, `session_
 other part with a filename is a file. Files are read in chunks into memory (never to disk) and each is cut off at
 MAX_ATTACHMENT_MB: the rest of an oversized part is read and dropped, so it costs no memory and the question is
 still answered with a sentence about the file (`bots.attachments`). A body larger than every allowed file together
-is refused before a byte of it is read (413), and so are more than MAX_FILES files.
+is refused before a byte of it is read (413). More than MAX_FILES files is an invalid request (422, as the spec's
+`maxItems` says), and a form aiohttp cannot parse (a header that is not valid HTTP, an unknown encoding, a broken
+boundary) is a 400: every malformed form gets a documented JSON error, never a 500.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bots.attachments import DEFAULT_QUESTION, LocalFile
 from bots.web.errors import BodyError, json_error
@@ -21,6 +24,10 @@ MAX_FILES = 5
 FIELDS = ("message", "session_id", "message_id", "session_secret")
 FORM_EXAMPLE = "-F message='your question' -F file=@app.log"
 CHUNK = 64 * 1024
+# What aiohttp raises for a form it cannot parse: ValueError (a bad boundary, Content-Length or charset),
+# LookupError (an unknown charset), RuntimeError (an unknown Content-Encoding), AssertionError (a missing
+# multipart header) and HttpProcessingError (a part header that is not valid HTTP, e.g. a raw non-ASCII name).
+UNREADABLE = (ValueError, LookupError, RuntimeError, AssertionError, HttpProcessingError)
 
 
 def is_multipart(request: web.Request) -> bool:
@@ -29,7 +36,7 @@ def is_multipart(request: web.Request) -> bool:
 
 async def read_chat_form(request: web.Request, *, max_bytes: int, max_field_chars: int
                          ) -> tuple[dict[str, Any], list[LocalFile]]:
-    """The form's fields (as the JSON body would have them) and its files; `BodyError` with a 400/413 JSON
+    """The form's fields (as the JSON body would have them) and its files; `BodyError` with a 400/413/422 JSON
     response for a body that cannot be a chat question. A form with files and no message asks about the files."""
     limit = MAX_FILES * max_bytes + 4 * max_field_chars + 64 * 1024
     if request.content_length is not None and request.content_length > limit:
@@ -37,7 +44,7 @@ async def read_chat_form(request: web.Request, *, max_bytes: int, max_field_char
                                    f"Send at most {MAX_FILES} files of up to {max_bytes // (1024 * 1024)} MB each."))
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError):
+    except UNREADABLE:
         raise BodyError(json_error(400, "The form could not be read.", f"Send it as {FORM_EXAMPLE}.")) from None
     body: dict[str, Any] = {}
     files: list[LocalFile] = []
@@ -48,7 +55,8 @@ async def read_chat_form(request: web.Request, *, max_bytes: int, max_field_char
                                            f"Send {FORM_EXAMPLE}."))
             if part.filename is not None:
                 if len(files) >= MAX_FILES:
-                    raise BodyError(json_error(413, f"At most {MAX_FILES} files can be sent with one question."))
+                    raise BodyError(json_error(422, f"At most {MAX_FILES} files can be sent with one question.",
+                                               "Send the others with a next question."))
                 files.append(await _read_file(part, max_bytes))
             elif part.name in FIELDS:
                 data = await _read_capped(part, max_field_chars * 4)
@@ -59,7 +67,7 @@ async def read_chat_form(request: web.Request, *, max_bytes: int, max_field_char
                 await part.release()
     except BodyError:
         raise
-    except (ValueError, LookupError):
+    except UNREADABLE:
         raise BodyError(json_error(400, "The form could not be read.", f"Send it as {FORM_EXAMPLE}.")) from None
     if files and not str(body.get("message") or "").strip():
         body["message"] = DEFAULT_QUESTION

@@ -47,7 +47,7 @@ values)` deliver those interactions.
 
 Files (issue 17): `add_file(name, content)` returns Slack's file object, to pass as `files=` to `app_mention` or
 `dm_message` (subtype `file_share`); `files.info` answers it; `url_private_download` serves the bytes only with
-`Authorization: Bearer <bot token>` (403 otherwise), 404 for a file not stored, and records each request in
+`Authorization: Bearer <bot token>` (or a working installed token of the file's workspace; 403 otherwise), 404 for a file not stored, and records each request in
 `slack.downloads` (status, bytes written before the client stopped).
 
 "Add to Slack" (issue 18): `GET /oauth/v2/authorize?client_id=…&state=…&redirect_uri=…[&team=T…]` approves at
@@ -1027,7 +1027,8 @@ class FakeSlack:
         record = FileDownload(file_id, request.headers.get("Authorization", ""))
         self.downloads.append(record)
         self._notify()
-        if record.authorization != f"Bearer {self.bot_token}":
+        if record.authorization != f"Bearer {self.bot_token}" and not self._installed_in(
+                record.authorization, (self.files.get(file_id) or {}).get("user_team", TEAM_ID)):
             record.status = 403
             return web.Response(status=403, text="Forbidden")
         content = self.file_bytes.get(file_id)
@@ -1485,6 +1486,15 @@ class FakeSlack:
         if info.expires_at is not None and self.clock() >= info.expires_at:
             raise _Fail("token_expired")
         return info.team_id
+
+    def _installed_in(self, authorization: str, team_id: str) -> bool:
+        """Whether `Bearer <token>` is a working token an install in `team_id` was given (files are only
+        downloadable with a token of the workspace they were shared in)."""
+        token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+        try:
+            return bool(token) and self._installed_team(token) == team_id
+        except _Fail:
+            return False
 
     def _revoke(self, team_id: str) -> None:
         for token in self.tokens_of(team_id):
