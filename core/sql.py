@@ -21,8 +21,8 @@ _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 
 def to_psycopg(sql: str) -> str:
-    """`:name` parameters as psycopg's `%(name)s`."""
-    return _NAMED.sub(r"%(\1)s", sql)
+    """`:name` parameters as psycopg's `%(name)s` (a literal `%` in the statement doubled, as psycopg wants)."""
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
 class SqlRunner:

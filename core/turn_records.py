@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from core.events import Agent, Complete, Error, Event, Handoff, Sources
+from core.sql import Fetch, SqlRunner, sql_runner
 
 log = logging.getLogger(__name__)
 
@@ -166,19 +165,30 @@ class Query:
 
 
 class SqlTurnStore:
-    """The queries over a `_run(sql, params, fetch)` each backend provides; writes and pruning shared."""
+    """The turn records over one `core.sql` runner (SQLite, or the Postgres of DATABASE_URL): writes in the
+    background, queries for the dashboard, pruning and erasure."""
 
-    where = ""
-
-    def __init__(self, retention_days: float = 90, redact: Any = None) -> None:
+    def __init__(self, runner: SqlRunner, retention_days: float = 90, redact: Any = None) -> None:
+        self.runner = runner
+        self.where = f"{TABLE} in {runner.where}"
         self.retention_s = retention_days * 86400
         self._redact = redact
         self._pending: set[asyncio.Task[None]] = set()
         self._pruned_at = 0.0
         self._closed = False
 
-    async def _run(self, sql: str, params: dict[str, Any], fetch: str = "none") -> Any:
-        raise NotImplementedError
+    async def _run(self, sql: str, params: dict[str, Any], fetch: Fetch = "none") -> Any:
+        if self._closed:
+            raise RuntimeError(f"the turn store ({self.where}) is closed")
+        return await self.runner.run(sql, params, fetch)
+
+    async def setup(self) -> None:
+        await self.runner.setup()
+
+    async def aclose(self) -> None:
+        await self.drain()
+        self._closed = True
+        await self.runner.aclose()
 
     async def add(self, record: TurnRecord) -> None:
         params = record.params()
@@ -246,126 +256,8 @@ class SqlTurnStore:
             await asyncio.wait(set(self._pending), timeout=10)
 
 
-class SqliteTurnStore(SqlTurnStore):
-    """`data_dir/turns.sqlite` over one aiosqlite connection (WAL)."""
-
-    def __init__(self, path: Path, retention_days: float = 90, redact: Any = None) -> None:
-        super().__init__(retention_days, redact)
-        self.path = Path(path)
-        self.where = str(self.path)
-        self._conn: Any = None
-        self._opening = asyncio.Lock()
-
-    async def _connection(self) -> Any:
-        async with self._opening:
-            if self._closed:
-                raise RuntimeError(f"the turn store ({self.where}) is closed")
-            if self._conn is None:
-                import aiosqlite
-
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = await aiosqlite.connect(str(self.path))
-                conn.row_factory = aiosqlite.Row
-                await conn.execute("PRAGMA busy_timeout = 5000")
-                await conn.execute("PRAGMA journal_mode = WAL")
-                await conn.execute("PRAGMA synchronous = NORMAL")
-                for statement in SCHEMA:
-                    await conn.execute(statement)
-                await conn.commit()
-                self._conn = conn
-        return self._conn
-
-    async def setup(self) -> None:
-        await self._connection()
-
-    async def _run(self, sql: str, params: dict[str, Any], fetch: str = "none") -> Any:
-        conn = await self._connection()
-        cursor = await conn.execute(sql, params)
-        try:
-            if fetch == "all":
-                return await cursor.fetchall()
-            await conn.commit()
-            return cursor.rowcount
-        finally:
-            await cursor.close()
-
-    async def aclose(self) -> None:
-        await self.drain()
-        async with self._opening:
-            self._closed = True
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
-
-
-_NAMED = re.compile(r"(?<![:\w]):(\w+)")
-
-
-class PostgresTurnStore(SqlTurnStore):
-    """`switchboard_turns` in the Postgres of DATABASE_URL, over a small psycopg pool."""
-
-    def __init__(self, url: str, retention_days: float = 90, redact: Any = None) -> None:
-        from core.checkpoints import check_url, redact_url
-
-        super().__init__(retention_days, redact)
-        check_url(url)
-        self._url = url
-        self.where = f"{TABLE} in Postgres at {redact_url(url)}"
-        self._pool: Any = None
-        self._opening = asyncio.Lock()
-
-    async def _get_pool(self) -> Any:
-        async with self._opening:
-            if self._closed:
-                raise RuntimeError(f"the turn store ({self.where}) is closed")
-            if self._pool is None:
-                from psycopg.rows import dict_row
-                from psycopg_pool import AsyncConnectionPool
-
-                from core.checkpoints import connect, explain, migration_lock
-
-                conn = await connect(self._url)
-                try:
-                    async with migration_lock(conn):
-                        for statement in SCHEMA:
-                            await conn.execute(statement)
-                finally:
-                    await conn.close()
-                pool = AsyncConnectionPool(self._url, min_size=1, max_size=2, open=False, timeout=5.0,
-                                           kwargs={"autocommit": True, "row_factory": dict_row,
-                                                   "connect_timeout": 5}, name="switchboard-turns")
-                try:
-                    await pool.open(wait=True, timeout=5.0)
-                except Exception as exc:  # noqa: BLE001
-                    await pool.close()
-                    raise explain(exc, self._url) from None
-                self._pool = pool
-        return self._pool
-
-    async def setup(self) -> None:
-        await self._get_pool()
-
-    async def _run(self, sql: str, params: dict[str, Any], fetch: str = "none") -> Any:
-        pool = await self._get_pool()
-        async with pool.connection() as conn:
-            cursor = await conn.execute(_NAMED.sub(r"%(\1)s", sql.replace("%", "%%")), params)
-            if fetch == "all":
-                return await cursor.fetchall()
-            return cursor.rowcount
-
-    async def aclose(self) -> None:
-        await self.drain()
-        async with self._opening:
-            self._closed = True
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-
-
 def turn_store(settings: Any) -> SqlTurnStore:
     """The store the settings name (Postgres with DATABASE_URL, else `data_dir/turns.sqlite`); opens nothing."""
-    from core.checkpoints import database_url
-
     try:
         from core.redaction import redactor_for
 
@@ -373,10 +265,7 @@ def turn_store(settings: Any) -> SqlTurnStore:
     except (ImportError, ValueError):  # noqa: PERF203 - an older checkout, or a REDACT already refused at start
         redact = None
     days = getattr(settings, "retention_days", 90)
-    url = database_url(settings)
-    if url:
-        return PostgresTurnStore(url, days, redact)
-    return SqliteTurnStore(Path(settings.data_dir) / SQLITE_FILE, days, redact)
+    return SqlTurnStore(sql_runner(settings, SQLITE_FILE, SCHEMA, "switchboard-turns"), days, redact)
 
 
 def turn_store_of(orchestrator: Any) -> SqlTurnStore | None:
