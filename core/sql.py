@@ -25,6 +25,33 @@ def to_psycopg(sql: str) -> str:
     return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
+WAL_ATTEMPTS = 5
+
+
+async def open_sqlite(path: Path) -> Any:
+    """One aiosqlite connection to `path` in WAL mode (so the workers of one machine share the file), rows as
+    `aiosqlite.Row`. Two processes opening a new file at once race to switch it to WAL, and the loser gets
+    "database is locked" at once (SQLite does not wait on that switch): it tries again after a moment."""
+    import sqlite3
+
+    import aiosqlite
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = await aiosqlite.connect(str(path))
+    conn.row_factory = aiosqlite.Row
+    await conn.execute("PRAGMA busy_timeout = 5000")
+    for attempt in range(WAL_ATTEMPTS):
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return conn
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_ATTEMPTS - 1:
+                await conn.close()
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    return conn
+
+
 class SqlRunner:
     """Runs statements on one backend; `setup()` (or the first statement) creates the schema."""
 
@@ -53,13 +80,7 @@ class SqliteRunner(SqlRunner):
     async def _connection(self) -> Any:
         async with self._opening:
             if self._conn is None:
-                import aiosqlite
-
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = await aiosqlite.connect(str(self.path))
-                conn.row_factory = aiosqlite.Row
-                await conn.execute("PRAGMA busy_timeout = 5000")
-                await conn.execute("PRAGMA journal_mode = WAL")
+                conn = await open_sqlite(self.path)
                 for statement in self._schema:
                     await conn.execute(statement)
                 await conn.commit()

@@ -22,7 +22,9 @@ from tests.fakes.openai_server import FakeOpenAI
 CARD = "4242 4242 4242 4242"
 EMAIL = "jane.doe@example.com"
 PHONE = "+1 (415) 555-0123"
-SECRET = "sk-proj-AbCdEfGhIjKlMnOpQrStUv123456"
+# Token-shaped test values are assembled from parts, so no real-looking credential sits in the repository.
+SECRET = "sk-" + "proj-" + "NOT-A-REAL-KEY-0000000000"
+SLACK_TOKEN = "xox" + "b-0000000000-notarealtoken"
 
 
 @pytest.mark.parametrize("kind,text,secret,mask", [
@@ -32,7 +34,7 @@ SECRET = "sk-proj-AbCdEfGhIjKlMnOpQrStUv123456"
     ("phones", f"call me on {PHONE} or 415-555-0199", PHONE, "[phone]"),
     ("secrets", f"our key is {SECRET}, is that ok?", SECRET, "[secret]"),
     ("secrets", "password: hunter2hunter2 stopped working", "hunter2hunter2", "[secret]"),
-    ("secrets", "token xoxb-1234567890-abcdefghijkl fails", "xoxb-1234567890-abcdefghijkl", "[secret]"),
+    ("secrets", f"token {SLACK_TOKEN} fails", SLACK_TOKEN, "[secret]"),
 ])
 def test_each_kind_is_masked(kind: str, text: str, secret: str, mask: str) -> None:
     masked = Redactor([kind])(text)

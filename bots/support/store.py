@@ -266,13 +266,9 @@ class SqliteSupportStore(SqlSupportStore):
         async with self._opening:
             self._check_open()
             if self._conn is None:
-                import aiosqlite
+                from core.sql import open_sqlite
 
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = await aiosqlite.connect(str(self.path))
-                conn.row_factory = aiosqlite.Row
-                await conn.execute("PRAGMA busy_timeout = 5000")
-                await conn.execute("PRAGMA journal_mode = WAL")
+                conn = await open_sqlite(self.path)
                 await conn.execute("PRAGMA synchronous = NORMAL")  # WAL: no fsync per logged turn
                 for statement in SCHEMA:
                     await conn.execute(statement)
