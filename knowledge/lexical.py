@@ -14,6 +14,10 @@ and rebuilds the BM25 matrices from the kept tokens (milliseconds; tokenising is
 saved under the data directory (`<data>/lexical/<agent>/`); a process starting up loads them and syncs against
 the store, so a missing, unreadable, outdated or foreign index (another embedding model, another format) is
 rebuilt from the store, never trusted.
+
+Two things derived from the same chunks are kept with them: the acronyms the chunks define
+(`knowledge.acronyms`, mined whenever a snapshot is built) and each chunk's section view vector
+(`knowledge.views`, embedded at sync, only for headings not seen before).
 """
 
 from __future__ import annotations
@@ -30,13 +34,15 @@ from typing import Any
 
 import numpy as np
 
+from knowledge.acronyms import Glossary
 from knowledge.analysis import terms
 from knowledge.sections import SECTION_CHARS, section_of
 from knowledge.types import Section
+from knowledge.views import Embed, leads, view_text, view_vectors
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the analyzer, the fields or the file layout change: older saved indexes are rebuilt
+FORMAT = 2  # bump when the analyzer, the fields or the file layout change: older saved indexes are rebuilt
 K1, B = 1.2, 0.75
 HEADING_WEIGHT = 2.0  # calibrated with hybrid.LEXICAL_WEIGHT on eval/retrieval.tsv
 
@@ -118,18 +124,27 @@ def _unit_rows(vectors: Sequence[Any], dim: int = 0) -> np.ndarray:
 
 
 class LexicalSnapshot:
-    """One agent's chunks, their unit vectors and BM25 fields at one store generation. Immutable once built
-    (the section cache only fills in), so concurrent queries share it without a lock."""
+    """One agent's chunks, their unit vectors, section views and BM25 fields, and the acronyms they define, at
+    one store generation. Immutable once built (the section cache only fills in), so concurrent queries share
+    it without a lock. `views` are in the same order as `vectors` (zero rows: none computed)."""
 
     def __init__(self, records: Sequence[ChunkRecord], vectors: np.ndarray,
-                 fields: tuple[_Field | None, _Field | None] | None = None) -> None:
+                 fields: tuple[_Field | None, _Field | None] | None = None, views: np.ndarray | None = None,
+                 glossary: Glossary | None = None) -> None:
         order = sorted(range(len(records)), key=lambda i: (records[i].source, records[i].index))
         self.records: tuple[ChunkRecord, ...] = tuple(records[i] for i in order)
         self.vectors = vectors[order] if len(order) else vectors  # row i: unit vector of records[i]
+        if views is None:
+            views = np.zeros_like(vectors)
+        self.views = views[order] if len(order) else views  # row i: unit vector of records[i]'s section view
+        self.leads = leads([r.source for r in self.records], [r.heading for r in self.records])
         self.by_text = {(r.source, r.text): i for i, r in enumerate(self.records)}
         if fields is None:  # built here; loaded snapshots pass the saved matrices, built in this same order
             fields = (_Field.build([r.body for r in self.records]), _Field.build([r.head for r in self.records]))
         self._body, self._head = fields
+        if glossary is None:
+            glossary = Glossary.of(f"{r.title}\n{r.heading}\n{r.text}" for r in self.records)
+        self.glossary = glossary
         self._sections: dict[int, Section | None] = {}
         self.generation = -1
 
@@ -187,11 +202,13 @@ class LexicalSnapshot:
 class LexicalIndex:
     """The lexical snapshots of every agent, kept in step with the store's generation and saved under
     `directory` (None: in memory only, rebuilt from the store by each process). `model` names the embedding
-    model of the vectors kept: a saved index of another model is not loaded."""
+    model of the vectors kept: a saved index of another model is not loaded. `embed` (that model's
+    `embed_documents`) computes the section views; without it they are zero and play no part."""
 
-    def __init__(self, directory: Path | None = None, model: str = "") -> None:
+    def __init__(self, directory: Path | None = None, model: str = "", embed: Embed | None = None) -> None:
         self.directory = directory
         self.model = model
+        self._embed = embed
         self._snapshots: dict[str, LexicalSnapshot] = {}
         self._lock = threading.Lock()  # one sync at a time; queries never take it on the fast path
         self.last_sync: dict[str, SyncReport] = {}
@@ -231,7 +248,10 @@ class LexicalIndex:
             records = [current.records[i] for i in kept] + [ChunkRecord.of(i, t, m) for i, t, m, _ in fetched]
             added = _unit_rows([v for *_, v in fetched], current.vectors.shape[1])
             vectors = np.vstack([current.vectors[kept], added]) if kept else added
-            fresh = LexicalSnapshot(records, vectors)
+            known = {view_text(r.title, r.heading): current.views[i] for i, r in enumerate(current.records)}
+            views = view_vectors([view_text(r.title, r.heading) for r in records], known, self._embed,
+                                 vectors.shape[1])
+            fresh = LexicalSnapshot(records, vectors, views=views)
         saved = False
         if self.directory is not None and (fresh is not current or origin == "empty"):
             saved = self._save(agent, fresh)
@@ -259,9 +279,11 @@ class LexicalIndex:
                 **self._header(),
                 "records": [[r.id, r.content_hash, r.source, r.title, r.heading, r.index, r.text, r.body, r.head]
                             for r in snapshot.records],
+                "acronyms": snapshot.glossary.entries,
             }
             (staging / "records.json").write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
             np.save(staging / "vectors.npy", snapshot.vectors, allow_pickle=False)
+            np.save(staging / "views.npy", snapshot.views, allow_pickle=False)
             for name, field in (("body", snapshot._body), ("head", snapshot._head)):
                 if field is not None:
                     field.model.save(str(staging / name), show_progress=False)
@@ -284,8 +306,10 @@ class LexicalIndex:
             records = [ChunkRecord(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6], tuple(r[7]), tuple(r[8]))
                        for r in payload["records"]]
             vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+            views = np.load(folder / "views.npy", allow_pickle=False)
+            glossary = Glossary({str(short): tuple(long) for short, long in payload["acronyms"].items()})
             fields = (_Field.load(folder / "body"), _Field.load(folder / "head"))
-            if len(vectors) != len(records) or any(
+            if len(vectors) != len(records) or views.shape != vectors.shape or any(
                 f is not None and f.model.scores["num_docs"] != len(records) for f in fields
             ):
                 raise ValueError("its parts disagree on the number of chunks")
@@ -295,4 +319,4 @@ class LexicalIndex:
             log.warning("the lexical index of %s in %s is unreadable (%s); rebuilding it from the store",
                         agent, folder, exc)
             return None
-        return LexicalSnapshot(records, vectors, fields)
+        return LexicalSnapshot(records, vectors, fields, views, glossary)

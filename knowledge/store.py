@@ -23,6 +23,7 @@ from knowledge.chunking import Chunk
 from knowledge.embeddings import Embedder
 from knowledge.agents import default_agent_names
 from knowledge import hybrid
+from knowledge.acronyms import Glossary
 from knowledge.lexical import LexicalIndex, LexicalSnapshot
 from knowledge.types import Passage
 
@@ -173,7 +174,9 @@ class KnowledgeStore:
         self._lock = threading.RLock()
         names = default_agent_names() if agents is None else agents
         self._collections = {agent: self._open(agent) for agent in names}
-        self._lexical = LexicalIndex(lexical_dir, embedder.name)  # follows `generation`; see `lexical()`
+        # follows `generation`; see `lexical()`. The embedder computes the section views (`knowledge.views`).
+        self._lexical = LexicalIndex(lexical_dir, embedder.name, embedder.embed_documents)
+        self._glossaries: tuple[int, Glossary] | None = None  # (generation, every agent's acronyms merged)
         self._generation = 0
         self._freshness_s = freshness_s
         self._revisions = {agent: self._revision_of(agent) for agent in self._collections}
@@ -393,6 +396,16 @@ class KnowledgeStore:
         return self._lexical.snapshot(agent, self.generation, lambda: self._chunk_rows(agent),
                                       lambda ids: self._chunk_texts(agent, ids))
 
+    def glossary(self) -> Glossary:
+        """The acronyms every agent's documents define, merged: a definition in one agent's documents names the
+        same thing in another's. Rebuilt when the generation moves on."""
+        generation = self.generation
+        cached = self._glossaries
+        if cached is None or cached[0] != generation:
+            cached = (generation, Glossary.merge(self.lexical(agent).glossary for agent in self._collections))
+            self._glossaries = cached
+        return cached[1]
+
     def sync_lexical(self) -> None:
         """Bring every agent's lexical index in line with its collection and save it (ingestion ends here)."""
         for agent in self._collections:
@@ -427,7 +440,7 @@ class KnowledgeStore:
         found = self.search(agent, vector, max(k * 3, RERANK_POOL))
         if not found:
             return []
-        return hybrid.candidates(agent, query, vector, found, self.lexical(agent))
+        return hybrid.candidates(agent, query, vector, found, self.lexical(agent), glossary=self.glossary())
 
     def _retrieve(self, agent: str, query: str, vector: np.ndarray, k: int) -> list[Passage]:
         return hybrid.fuse(self._candidates(agent, query, vector, k), k, hybrid.lexical_weight(query))

@@ -19,8 +19,8 @@ class Passage:
     """One retrieved chunk. `score` is cosine similarity in [-1, 1]; higher is closer. Routing and the source
     thresholds compare it, so it keeps that meaning whatever ranked the passage.
 
-    `relevance` is the hybrid score the passages were ordered by (the cosine plus a weighted BM25 bonus,
-    `knowledge.hybrid`), on the cosine's scale and comparable across agents; 0.0 when no hybrid retrieval
+    `relevance` is the hybrid score the passages were ordered by (the cosine plus weighted BM25 and
+    section-view bonuses, less a lead handicap: `knowledge.hybrid`), on the cosine's scale and comparable across agents; 0.0 when no hybrid retrieval
     ranked the passage. `section` is the enclosing section when it is longer than the chunk and fits the
     budget, else None."""
 

@@ -296,7 +296,7 @@ def search_command(
 ) -> None:
     """Print the passages the knowledge base returns for a query, best first, with scores and sources.
 
-    `relevance` is the hybrid score (cosine plus weighted BM25) they are ordered by; `score` the cosine."""
+    `relevance` is the hybrid score (cosine, BM25 and section view; `knowledge.hybrid`) they are ordered by; `score` the cosine."""
     store = _open_store(load_settings())
     if agent is not None and agent not in store.agents:
         console.print(f"[red]Unknown agent {agent!r}[/]; use one of {', '.join(store.agents)}.")
