@@ -35,6 +35,7 @@ from core.context_window import plan as plan_window, recent_room, summary_budget
 from core.grounding import MarkerGate, assess, decline_text
 from core.knowledge_port import KnowledgeBase
 from core.offline import HEADER as OFFLINE_HEADER, compose_offline_answer, stream_pieces
+from core.answer_stream import answer_pieces
 from core.attachments import question_message, vision_enabled
 from core.prompts import agent_system_prompt, router_system_prompt, summary_message, user_turn
 from core.retry import RetryPolicy, StreamFailed, call_with_retries, stream_with_retries
@@ -403,13 +404,11 @@ async def _stream_llm_answer(
     ]
     llm = model_for_turn(brain.llm)  # the workspace's model, when it chose one (`core.workspaces`)
 
-    async def pieces() -> AsyncIterator[str]:
-        async for chunk in llm.astream(messages):
-            usage = getattr(chunk, "usage_metadata", None)
-            if usage:
-                ctx.output_tokens = usage.get("output_tokens")
-            if isinstance(chunk.content, str) and chunk.content:
-                yield chunk.content
+    def count(tokens: int) -> None:
+        ctx.output_tokens = tokens
+
+    def pieces() -> AsyncIterator[str]:
+        return answer_pieces(llm, messages, count)  # `core.answer_stream`: the wire, not langchain, per token
 
     produced: list[str] = []
     gate = MarkerGate()  # the model's "the documents do not answer this" never reaches the user

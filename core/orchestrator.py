@@ -312,7 +312,7 @@ async def build_orchestrator(
 
     The agents come from `settings.agents_file` (None: the shipped knowledge/agents.yml) unless given; a bad
     file raises `knowledge.agents.AgentsFileError`, whose message is the fix."""
-    from core.llm import build_chat_model
+    from core.llm import build_chat_model, close_chat_model
 
     agents = agents if agents is not None else load_agents(settings.agents_file)
     channels = load_channel_settings(settings, agents)  # before anything opens: one sentence per mistake
@@ -326,7 +326,15 @@ async def build_orchestrator(
         knowledge = open_knowledge_base(settings, embedder, agents)
     chat_model = build_chat_model(settings) if llm == "auto" else llm
     router = build_router(settings, embedder, knowledge, agents)
-    checkpointer, close = await open_checkpointer(settings)
+    checkpointer, close_checkpointer = await open_checkpointer(settings)
+
+    async def close() -> None:
+        try:
+            if llm == "auto" and chat_model is not None:  # the model built here is closed here
+                await close_chat_model(chat_model)
+        finally:
+            await close_checkpointer()
+
     brain = Brain(
         settings=settings,
         agents=agents,

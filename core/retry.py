@@ -22,6 +22,15 @@ from typing import TypeVar
 import httpx
 import openai
 
+try:  # the openai SDK's own HTTP stack (httpx2): a stream cut mid-answer raises its errors unwrapped
+    import httpx2
+
+    _TIMEOUTS: tuple[type[BaseException], ...] = (asyncio.TimeoutError, httpx.TimeoutException, httpx2.TimeoutException)
+    _TRANSPORT: tuple[type[BaseException], ...] = (httpx.TransportError, httpx2.TransportError, ConnectionError)
+except ImportError:  # an SDK still on httpx
+    _TIMEOUTS = (asyncio.TimeoutError, httpx.TimeoutException)
+    _TRANSPORT = (httpx.TransportError, ConnectionError)
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -69,20 +78,37 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
     return None
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether a "timeout" is really a refused connection.
+
+    The aiohttp transport of the openai SDK maps every `aiohttp.ClientConnectionError`, a refused connection
+    included, to `ConnectTimeout`; the `ConnectionRefusedError` under it says the server is down, not slow."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def classify(exc: BaseException) -> FailureKind:
     """Map an exception from the OpenAI client (or the network under it) to a `FailureKind`."""
     if isinstance(exc, BudgetExceeded):
         return FailureKind("timeout", False)
     if isinstance(exc, openai.RateLimitError):
         return FailureKind("rate_limited", True, _retry_after(exc))
-    if isinstance(exc, openai.APITimeoutError) or isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)):
+    if (isinstance(exc, openai.APITimeoutError) or isinstance(exc, _TIMEOUTS)) and not _refused(exc):
         return FailureKind("timeout", True)
-    if isinstance(exc, openai.APIConnectionError) or isinstance(exc, (httpx.TransportError, ConnectionError)):
+    if isinstance(exc, openai.APIConnectionError) or isinstance(exc, _TRANSPORT):
         return FailureKind("llm_unavailable", True)
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500:
             return FailureKind("llm_unavailable", True, _retry_after(exc))
         return FailureKind("llm_unavailable", False)
+    if type(exc) is openai.APIError:  # the model's server reported an error inside its stream
+        return FailureKind("llm_unavailable", True)
     return FailureKind("internal", False)
 
 

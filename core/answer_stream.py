@@ -1,0 +1,100 @@
+"""A chat model's answer as text pieces, with as little work per streamed token as the wire allows.
+
+Why not `BaseChatModel.astream` for the OpenAI-compatible model: for every streamed chunk the openai SDK builds
+its pydantic models (a runtime `Protocol` isinstance per field), langchain-openai dumps them back to a dict,
+builds an `AIMessageChunk` and a `ChatGenerationChunk`, and waits for the next one through `asyncio.wait_for` (a
+task per chunk). Together that was about 0.15 ms of CPU per token, the largest single cost of a 200-question
+burst (issue 12's profile). An answer needs only each delta's text and, at the end, the usage.
+
+So for `ChatOpenAI` the request is the one `ChatOpenAI` itself would send (its `_get_request_payload`: model,
+temperature, model kwargs, the workspace's `bind(model=...)`, messages converted the same way), sent through its
+own openai client (auth, base URL, timeouts, and the error types `core.retry` classifies), and the response is
+read as the Server-Sent Events it is: one `json.loads` per chunk. Stalls between chunks are bounded by the
+client's read timeout and the turn's budget (`core.retry`), not by a per-chunk timer.
+
+Any other chat model, or a `ChatOpenAI` configured for what this reader does not speak (the Responses API, a
+structured `response_format`), streams through langchain as before. `tests/test_answer_stream.py` checks that
+both paths send the same request and yield the same text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+UsageSink = Callable[[int], None]  # receives the answer's output tokens, when the server reports them
+_ONLY_BINDABLE = frozenset({"model"})  # what a binding may set for the wire reader (`core.workspaces`)
+
+
+def answer_pieces(llm: Any, messages: Sequence[BaseMessage], on_usage: UsageSink | None = None
+                  ) -> AsyncIterator[str]:
+    """The answer's non-empty text pieces, as the model streams them; `on_usage` gets the output tokens."""
+    target = _wire_target(llm)
+    if target is None:
+        return _langchain_pieces(llm, messages, on_usage)
+    model, bound = target
+    return _wire_pieces(model, bound, messages, on_usage)
+
+
+def _wire_target(llm: Any) -> tuple[Any, dict[str, Any]] | None:
+    """(the `ChatOpenAI`, the keyword arguments bound to it) when the wire reader can stream for it, else None."""
+    from langchain_core.runnables import RunnableBinding
+    from langchain_openai import ChatOpenAI
+
+    bound: dict[str, Any] = {}
+    if isinstance(llm, RunnableBinding):
+        bound, llm = dict(llm.kwargs), llm.bound
+        if set(bound) - _ONLY_BINDABLE:
+            return None
+    if type(llm) is not ChatOpenAI or not hasattr(llm, "_get_request_payload"):  # subclasses build other requests
+        return None
+    return llm, bound
+
+
+async def _wire_pieces(llm: Any, bound: dict[str, Any], messages: Sequence[BaseMessage],
+                       on_usage: UsageSink | None) -> AsyncIterator[str]:
+    import openai
+
+    options: dict[str, Any] = {"stream": True, **bound}
+    if llm._should_stream_usage(None, **options):
+        options["stream_options"] = {"include_usage": True}
+    payload = llm._get_request_payload(list(messages), **options)
+    if "response_format" in payload or llm._use_responses_api(payload) or "messages" not in payload:
+        async for piece in _langchain_pieces(llm.bind(**bound) if bound else llm, messages, on_usage):
+            yield piece
+        return
+    async with llm.async_client.with_streaming_response.create(**payload) as response:
+        async for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue  # blank separators, comments (": keep-alive"), `event:` lines
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            chunk = json.loads(data)
+            if chunk.get("error"):  # an error sent inside the stream, as the SDK's own reader raises it
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else str(error)
+                raise openai.APIError(message or "the model's stream reported an error", response.http_request,
+                                      body=error)
+            usage = chunk.get("usage")
+            if usage and on_usage is not None and usage.get("completion_tokens") is not None:
+                on_usage(int(usage["completion_tokens"]))
+            for choice in chunk.get("choices") or ():
+                if choice.get("index", 0) != 0:
+                    continue
+                text = (choice.get("delta") or {}).get("content")
+                if isinstance(text, str) and text:
+                    yield text
+
+
+async def _langchain_pieces(llm: Any, messages: Sequence[BaseMessage], on_usage: UsageSink | None
+                            ) -> AsyncIterator[str]:
+    async for chunk in llm.astream(list(messages)):
+        usage = getattr(chunk, "usage_metadata", None)
+        if usage and on_usage is not None and usage.get("output_tokens") is not None:
+            on_usage(int(usage["output_tokens"]))
+        if isinstance(chunk.content, str) and chunk.content:
+            yield chunk.content
