@@ -46,6 +46,7 @@ POLICY = LinkPolicy.of(["lumenly.io"])
 @FAST
 @given(MARKDOWN)
 @example("|---|---|\n|---|---|")  # a table of only rule rows: to_mrkdwn raised ValueError before
+@example("```python\n```@here")  # a fence inside an unclosed block closed Slack's block: @here became prose
 def test_mrkdwn_never_pings_and_only_links_to_web_addresses(markdown: str) -> None:
     out = to_mrkdwn(markdown)  # never raises: a table of only rule rows once did (ValueError)
     assert not re.search(r"<[!@#]", out), out

@@ -4,7 +4,8 @@ Why hand-written: Slack's mrkdwn is not Markdown (single `*` is bold, `_` italic
 or tables) and the libraries that exist target the opposite direction or add HTML. The rules, in order:
 
 - Code (fenced blocks and `inline spans`) is kept as code: only `&`, `<`, `>` are escaped inside it, and a
-  fence's language tag is dropped (Slack would print it as the first line). An unclosed fence - an answer still
+  fence's language tag is dropped (Slack would print it as the first line). A ``` inside a block's text gets a
+  word joiner, or Slack would close the block there. An unclosed fence - an answer still
   streaming - runs to the end of the text.
 - `&`, `<`, `>` are escaped everywhere else too, which is also what neutralises `<!here>`, `<!channel>`,
   `<!everyone>`, `<@U123>` and `<!subteam^…>` written by the model: Slack shows them as text. Bare `@here`,
@@ -72,10 +73,16 @@ def to_mrkdwn(markdown: str) -> str:
             end, closer = fence.end, "\n```"
             body = text[fence.content_start:end].rpartition("\n")[0] if "\n" in text[fence.content_start:end] \
                 else ""
-        out.append("```\n" + escape(body.rstrip("\n")) + closer)
+        out.append("```\n" + _code_block_body(body.rstrip("\n")) + closer)
         position = end
     out.append(_prose(text[position:]))
     return "".join(out)
+
+
+def _code_block_body(body: str) -> str:
+    """A fenced block's text, escaped, with any ``` inside it broken by a word joiner: Slack ends a block at the
+    first ``` it meets, so one inside the code would turn the rest (an `@here` included) into prose."""
+    return escape(body).replace("```", f"``{ZWJ}`")
 
 
 def _prose(text: str) -> str:
