@@ -226,6 +226,7 @@ def _profiled():
 async def _measure(data_dir: Path) -> dict[str, float]:
     from aiohttp import ClientSession
 
+    from core.heap import settle_heap
     from core.orchestrator import build_orchestrator
     from bench.corpus import ingested_copy
     from tests.conftest import make_settings
@@ -272,6 +273,7 @@ async def _measure(data_dir: Path) -> dict[str, float]:
                                  **UNCAPPED)
         orchestrator = await build_orchestrator(settings)
         runner, url = await _serve(orchestrator)
+        settle_heap()  # as `switchboard run` does once it has started (`core.heap`)
         try:
             results, cpu_s, _, gaps = await _bursts(conn, url)
         finally:

@@ -7,9 +7,10 @@ task per chunk). Together that was about 0.15 ms of CPU per token, the largest s
 burst (issue 12's profile). An answer needs only each delta's text and, at the end, the usage.
 
 So for `ChatOpenAI` the request is the one `ChatOpenAI` itself would send (its `_get_request_payload`: model,
-temperature, model kwargs, the workspace's `bind(model=...)`, messages converted the same way), sent through its
-own openai client (auth, base URL, timeouts, and the error types `core.retry` classifies), and the response is
-read as the Server-Sent Events it is: one `json.loads` per chunk. Stalls between chunks are bounded by the
+temperature, model kwargs, `extra_body`, the workspace's `bind(model=...)`, messages converted the same way),
+sent as is through its own openai client (`post`, the SDK's call for requests it has no method for: auth, base
+URL, timeouts, and the error types `core.retry` classifies, without the per-request walk of the body that
+`create` does), and the response is read as the Server-Sent Events it is: one `json.loads` per chunk. Stalls between chunks are bounded by the
 client's read timeout and the turn's budget (`core.retry`), not by a per-chunk timer.
 
 Any other chat model, or a `ChatOpenAI` configured for what this reader does not speak (the Responses API, a
@@ -26,6 +27,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 
 UsageSink = Callable[[int], None]  # receives the answer's output tokens, when the server reports them
+_REQUEST_OPTIONS = frozenset({"extra_headers", "extra_query", "timeout"})  # not body fields
 _ONLY_BINDABLE = frozenset({"model"})  # what a binding may set for the wire reader (`core.workspaces`)
 
 
@@ -66,8 +68,22 @@ async def _wire_pieces(llm: Any, bound: dict[str, Any], messages: Sequence[BaseM
         async for piece in _langchain_pieces(llm.bind(**bound) if bound else llm, messages, on_usage):
             yield piece
         return
-    async with llm.async_client.with_streaming_response.create(**payload) as response:
-        async for line in response.iter_lines():
+    body = dict(payload)
+    extra_body = body.pop("extra_body", None)
+    if set(body) & _REQUEST_OPTIONS:  # options `create` would take out of the body: let langchain send it
+        async for piece in _langchain_pieces(llm.bind(**bound) if bound else llm, messages, on_usage):
+            yield piece
+        return
+    options: dict[str, Any] = {"security": {"bearer_auth": True}}  # what `create` asks of its client
+    if extra_body:
+        options["extra_json"] = extra_body
+    # The SDK's documented way to send a request as is ("undocumented requests": `client.post(..., cast_to=
+    # httpx.Response)`), so the body is not walked by its type-driven transform (~1 ms per question), and
+    # streamed: the response comes back unread, errors (4xx, 5xx) are raised as `create` raises them.
+    response = await llm.root_async_client.post("/chat/completions", cast_to=_raw_response_type(), body=body,
+                                                 options=options, stream=True)
+    try:
+        async for line in response.aiter_lines():
             if not line.startswith("data:"):
                 continue  # blank separators, comments (": keep-alive"), `event:` lines
             data = line[5:].strip()
@@ -77,7 +93,7 @@ async def _wire_pieces(llm: Any, bound: dict[str, Any], messages: Sequence[BaseM
             if chunk.get("error"):  # an error sent inside the stream, as the SDK's own reader raises it
                 error = chunk["error"]
                 message = error.get("message") if isinstance(error, dict) else str(error)
-                raise openai.APIError(message or "the model's stream reported an error", response.http_request,
+                raise openai.APIError(message or "the model's stream reported an error", response.request,
                                       body=error)
             usage = chunk.get("usage")
             if usage and on_usage is not None and usage.get("completion_tokens") is not None:
@@ -88,6 +104,20 @@ async def _wire_pieces(llm: Any, bound: dict[str, Any], messages: Sequence[BaseM
                 text = (choice.get("delta") or {}).get("content")
                 if isinstance(text, str) and text:
                     yield text
+    finally:
+        await response.aclose()
+
+
+def _raw_response_type() -> type:
+    """The HTTP response class of the openai SDK's transport (httpx2 in openai 2.x, httpx before)."""
+    try:
+        import httpx2
+
+        return httpx2.Response
+    except ImportError:  # pragma: no cover - an SDK still on httpx
+        import httpx
+
+        return httpx.Response
 
 
 async def _langchain_pieces(llm: Any, messages: Sequence[BaseMessage], on_usage: UsageSink | None

@@ -1,6 +1,7 @@
 """Where conversations are kept: LangGraph's checkpointer, chosen from settings.
 
-- `DATABASE_URL` unset (the default): `AsyncSqliteSaver` on `data_dir/checkpoints.sqlite`. Nothing to run; one
+- `DATABASE_URL` unset (the default): `AsyncSqliteSaver` on `data_dir/checkpoints.sqlite` (as
+  `core.sqlite_checkpoints.SqliteCheckpointer`: each read or write one trip to its thread). Nothing to run; one
   process only.
 - `DATABASE_URL=postgresql://…`: `AsyncPostgresSaver` (langgraph-checkpoint-postgres) over a psycopg async
   connection pool, so every replica reads and writes the same conversations. The pool's connections are opened
@@ -311,12 +312,13 @@ async def open_checkpointer(settings: Settings, *, setup: bool = True) -> tuple[
     if url is not None:
         return await _open_postgres(url, setup=setup)
     import aiosqlite
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from core.sqlite_checkpoints import SqliteCheckpointer
 
     path = Path(settings.checkpoint_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = await aiosqlite.connect(str(path))
-    saver = AsyncSqliteSaver(conn)
+    saver = SqliteCheckpointer(conn)  # AsyncSqliteSaver, one trip to its thread per read or write
     await saver.setup()
     return saver, conn.close
 
@@ -337,10 +339,15 @@ async def keep_latest(checkpointer: Any, thread_id: str) -> None:
     same two statements, under the saver's lock. The conversation reads back the same; only history is lost."""
     conn = getattr(checkpointer, "conn", None)
     if conn is not None and hasattr(conn, "execute") and hasattr(checkpointer, "lock"):
-        async with checkpointer.lock:
+        from core.sqlite_checkpoints import run_in_connection
+
+        def prune() -> None:  # both statements and the commit in one trip to the connection's thread
             for statement in _SQLITE_KEEP_LATEST:
-                await conn.execute(statement, (thread_id, thread_id))
-            await conn.commit()
+                conn._conn.execute(statement, (thread_id, thread_id))
+            conn._conn.commit()
+
+        async with checkpointer.lock:
+            await run_in_connection(conn, prune)
         return
     await checkpointer.aprune([thread_id], strategy="keep_latest")
 

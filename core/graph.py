@@ -18,6 +18,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -45,6 +46,7 @@ from core.summary import summarize
 from core.thread_context import is_context
 from core.tokens import count_message_tokens, count_text_tokens
 from core.workspaces import model_for_turn
+from knowledge.coalescer import MAX_QUERY_BATCH
 from knowledge.agents import AgentRegistry, AgentSpec
 from knowledge.types import Passage
 
@@ -215,12 +217,24 @@ def _marked_handoff(state: ConversationState) -> list[AnyMessage]:
     return [last.model_copy(update={"additional_kwargs": {**last.additional_kwargs, "handoff": True}})]
 
 
+@functools.cache
+def routing_pool() -> ThreadPoolExecutor:
+    """The threads routing runs in: as many as the embedder puts in one forward pass.
+
+    Why not asyncio's default executor: it has cpu_count + 4 threads (6 here), so under a burst only 6
+    questions could wait on the embedder together, and the coalescer's batches (`knowledge.coalescer`), which
+    cost half as much per question from 8 up, never grew past 6. Routing's threads mostly wait for that
+    batch; the embedding and searches in them release the GIL."""
+    return ThreadPoolExecutor(max_workers=MAX_QUERY_BATCH, thread_name_prefix="route")
+
+
 async def decide_route(brain: Brain, question: str, previous: str | None, session_key: str, *,
                        allowed: tuple[str, ...] | None = None) -> RouteDecision:
     """Semantic routing first; the language model only when the semantic router is unsure and one exists.
     `allowed` limits the choice to a channel's agents."""
     limit = {"allowed": allowed} if allowed else {}  # a router without channel limits is called as before
-    decision = await asyncio.to_thread(brain.router.route, question, previous, **limit)
+    route = functools.partial(brain.router.route, question, previous, **limit)
+    decision = await asyncio.get_running_loop().run_in_executor(routing_pool(), route)
     if not decision.confident and brain.llm is not None:
         decision = await _ask_llm_to_route(brain, question, previous, decision, session_key, allowed)
     return decision

@@ -25,6 +25,8 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
+from core.sqlite_checkpoints import run_in_connection
+
 SESSIONS = "switchboard_sessions"
 SESSION_USERS = "switchboard_session_users"
 UNANSWERED_NOTE = "(this question was not answered: the service restarted)"
@@ -126,20 +128,30 @@ class TurnLedger:
         await self._setup()
         rows: Any = None
         if self._sqlite:
-            async with self._lock:
-                for index, (sql, params) in enumerate(statements):
-                    cursor = await self._conn.execute(sql, params)
-                    if index == 0 and fetch_first:
-                        rows = await cursor.fetchall()
-                    await cursor.close()
-                await self._conn.commit()
-            return rows
+            async with self._lock:  # every statement and the commit in one trip to the connection's thread
+                return await run_in_connection(self._conn, self._run_here, statements, fetch_first)
         async with self._pg() as conn:
             async with conn.transaction():
                 for index, (sql, params) in enumerate(statements):
                     cursor = await conn.execute(sql.replace("?", "%s"), params)
                     if index == 0 and fetch_first:
                         rows = await cursor.fetchall()
+        return rows
+
+    def _run_here(self, statements: list[tuple[str, tuple[Any, ...]]], fetch_first: bool) -> Any:
+        """`_run` on SQLite, in the connection's thread: one transaction, rolled back if a statement fails."""
+        conn = self._conn._conn
+        rows: Any = None
+        try:
+            for index, (sql, params) in enumerate(statements):
+                cursor = conn.execute(sql, params)
+                if index == 0 and fetch_first:
+                    rows = cursor.fetchall()
+                cursor.close()
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
         return rows
 
     # --- turns ----------------------------------------------------------------------------------------------------

@@ -146,6 +146,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         if not frontends:
             console.print("[dim]Slack and Discord are off: set SLACK_BOT_TOKEN or DISCORD_TOKEN to enable them.[/]")
 
+        from core.heap import settle_heap
+
+        settle_heap()  # started: what exists now lives as long as the process (`core.heap`)
         every_s = min(ORPHAN_SWEEP_S, settings.coordination_lease_s / 3)
         sweeper = asyncio.create_task(sweep_orphans(coord, frontends, every_s), name="orphan-sweeper")
         stop = stop or asyncio.Event()

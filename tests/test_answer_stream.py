@@ -145,3 +145,17 @@ def test_a_refused_connection_is_an_unavailable_model_not_a_slow_one() -> None:
         error.__cause__ = mapped
     assert classify(error).code == "llm_unavailable"
     assert classify(openai.APITimeoutError(request)).code == "timeout"
+
+
+async def test_extra_body_and_the_key_reach_the_server_as_langchain_sends_them(tmp_path) -> None:
+    async with FakeOpenAI() as fake:
+        model = _model(fake, tmp_path)
+        model.extra_body = {"ttl": 300}  # e.g. LM Studio's model time-to-live
+        try:
+            await _collect(answer_pieces(model, MESSAGES))
+            await _collect(_langchain_pieces(model, MESSAGES, None))
+        finally:
+            await close_chat_model(model)
+        wire, chain = fake.chat_requests
+        assert wire.body == chain.body and wire.body["ttl"] == 300
+        assert wire.headers.get("Authorization") == chain.headers.get("Authorization") is not None

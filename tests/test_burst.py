@@ -142,6 +142,35 @@ async def test_streams_in_flight_keep_flowing_while_a_new_question_is_being_embe
             await orchestrator.aclose()
 
 
+class MeetingEmbedder:
+    """The real local model, but no question is embedded until `together` of them are waiting at once."""
+
+    def __init__(self, together: int) -> None:
+        self._model = local_model()
+        self.name, self.dim = self._model.name, self._model.dim
+        self.meeting = threading.Barrier(together)
+
+    def embed_documents(self, texts):
+        return self._model.embed_documents(texts)
+
+    def embed_query(self, text: str):
+        self.meeting.wait(20)  # BrokenBarrierError if `together` never get here at the same time
+        return self._model.embed_query(text)
+
+
+async def test_more_questions_than_asyncios_default_threads_wait_on_the_embedder_together(corpus_settings) -> None:
+    """The embedder's coalescer batches the questions waiting on it; routing in asyncio's default executor let
+    only cpu_count + 4 of them wait at once (6 on this machine), so batches never grew past that."""
+    together = (os.cpu_count() or 1) + 4 + 6
+    orchestrator = await build_orchestrator(corpus_settings, embedder=MeetingEmbedder(together))
+    try:
+        turns = await asyncio.wait_for(asyncio.gather(*(
+            _turn(orchestrator, f"meet:{i}", f"How do I rotate an API key? ({i})") for i in range(together))), 60)
+    finally:
+        await orchestrator.aclose()
+    assert all(isinstance(events[-1], Complete) for events in turns)
+
+
 def _checkpoints(settings, thread: str) -> int:
     with sqlite3.connect(settings.checkpoint_path) as db:
         return db.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (thread,)).fetchone()[0]

@@ -306,3 +306,35 @@ def test_each_worker_of_a_named_replica_gets_its_own_id(monkeypatch, tmp_path) -
     monkeypatch.delenv(WORKER_ENV)
     assert _replica_id(settings) == "web-1"
     assert _replica_id(make_settings(tmp_path)) is None
+
+
+@pytest.fixture
+def restored_gc() -> Any:
+    """The collector as it was before the test: thresholds back, nothing left frozen."""
+    import gc
+
+    thresholds = gc.get_threshold()
+    yield gc
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+async def test_a_started_server_freezes_its_start_up_heap_and_collects_young_objects_less_often(
+        corpus_settings, closed_orchestrators, restored_gc) -> None:
+    from core.heap import YOUNG_THRESHOLD
+
+    restored_gc.unfreeze()
+    restored_gc.set_threshold(700, 10, 10)
+    port, stop = free_port(), asyncio.Event()
+    task = asyncio.create_task(serve(corpus_settings.model_copy(update={"web_port": port}), stop=stop))
+    try:
+        await wait_until_up(port)
+        for _ in range(100):  # the heap is settled just after the front-ends have started
+            if restored_gc.get_freeze_count():
+                break
+            await asyncio.sleep(0.02)
+        assert restored_gc.get_freeze_count() > 10_000  # the models, indexes and modules of a started server
+        assert restored_gc.get_threshold()[0] == YOUNG_THRESHOLD
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
