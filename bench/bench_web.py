@@ -131,7 +131,9 @@ async def _serve(orchestrator):
 
     runner = web.AppRunner(create_app(orchestrator), handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    from switchboard.run import LISTEN_BACKLOG
+
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=LISTEN_BACKLOG)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, f"http://127.0.0.1:{port}/chat"

@@ -346,8 +346,7 @@ async def keep_latest(checkpointer: Any, thread_id: str) -> None:
                 conn._conn.execute(statement, (thread_id, thread_id))
             conn._conn.commit()
 
-        async with checkpointer.lock:
-            await run_in_connection(conn, prune)
+        await run_in_connection(conn, prune)  # one trip: atomic without the saver's lock
         return
     await checkpointer.aprune([thread_id], strategy="keep_latest")
 

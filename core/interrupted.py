@@ -12,7 +12,8 @@ Why it exists:
 - **Erasure and retention need an index.** Session keys do not name people; `switchboard forget --user` finds a
   person's conversations here, and `switchboard prune` finds conversations by their last turn.
 
-SQLite: two tables in `checkpoints.sqlite`, on the saver's own connection under its lock. Postgres
+SQLite: two tables in `checkpoints.sqlite`, on the saver's own connection, each call one trip to its thread
+(`core.sqlite_checkpoints.run_in_connection`). Postgres
 (`DATABASE_URL`): the same tables over the saver's pool (created once under the migration lock).
 """
 
@@ -79,6 +80,13 @@ def _first(row: Any, index: int, name: str) -> Any:
     return row[name] if isinstance(row, dict) else row[index]
 
 
+def _opened(rows: Any) -> tuple[int, str | None]:
+    """(questions so far, the question left open) from the READ statement's rows."""
+    if not rows:
+        return 0, None
+    return int(_first(rows[0], 0, "turns")), _first(rows[0], 1, "open_question")
+
+
 class TurnLedger:
     """The two tables, over the checkpointer's own connection (`for_checkpointer`)."""
 
@@ -127,9 +135,8 @@ class TurnLedger:
         """Run statements in one transaction; the first one's rows when `fetch_first`."""
         await self._setup()
         rows: Any = None
-        if self._sqlite:
-            async with self._lock:  # every statement and the commit in one trip to the connection's thread
-                return await run_in_connection(self._conn, self._run_here, statements, fetch_first)
+        if self._sqlite:  # every statement and the commit in one trip to the connection's thread: atomic
+            return await run_in_connection(self._conn, self._run_here, statements, fetch_first)
         async with self._pg() as conn:
             async with conn.transaction():
                 for index, (sql, params) in enumerate(statements):
@@ -159,16 +166,27 @@ class TurnLedger:
     async def begin(self, session_key: str, question: str, user: str | None, limit: int) -> Opening:
         """Record `question` as being answered (committed before this returns), unless the conversation already
         had `limit` questions."""
-        rows = await self._run([(READ, (session_key,))], fetch_first=True)
-        turns, unanswered = (0, None) if not rows else (int(_first(rows[0], 0, "turns")),
-                                                        _first(rows[0], 1, "open_question"))
-        if turns >= limit:
-            return Opening(turns, refused=True)
         now = time.time()
         statements = [(OPEN, (session_key, now, question, now))]
         if user:
             statements.append((ADD_USER, (session_key, str(user))))
+        if self._sqlite:  # the read, the limit and the writes in one trip (one transaction)
+            await self._setup()
+            return await run_in_connection(self._conn, self._begin_here, session_key, limit, statements, now)
+        rows = await self._run([(READ, (session_key,))], fetch_first=True)
+        turns, unanswered = _opened(rows)
+        if turns >= limit:
+            return Opening(turns, refused=True)
         await self._run(statements)
+        return Opening(turns, unanswered=unanswered, at=now)
+
+    def _begin_here(self, session_key: str, limit: int, statements: list[tuple[str, tuple[Any, ...]]],
+                    now: float) -> Opening:
+        """`begin` on SQLite, in the connection's thread."""
+        turns, unanswered = _opened(self._conn._conn.execute(READ, (session_key,)).fetchall())
+        if turns >= limit:
+            return Opening(turns, refused=True)
+        self._run_here(statements, fetch_first=False)
         return Opening(turns, unanswered=unanswered, at=now)
 
     async def finish(self, session_key: str, opening: Opening) -> None:

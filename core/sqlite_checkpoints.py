@@ -29,7 +29,13 @@ async def run_in_connection(conn: Any, fn: Callable[..., T], *args: Any) -> T:
     trip, however many statements `fn` runs on `conn._conn` (the `sqlite3.Connection` that thread owns).
 
     aiosqlite has no public call for this; `_execute` is what each of its own methods is made of (aiosqlite
-    0.17 to 0.22). Callers hold the lock that guards the connection, as for any of its operations."""
+    0.17 to 0.22).
+
+    A trip needs no lock: the thread runs trips one after another, so one that begins and commits its own
+    transaction is atomic with respect to every other. (`AsyncSqliteSaver`'s lock orders its remaining
+    multi-step methods, `alist` and `setup`, among themselves; a trip between two of their reads is harmless.)
+    Not taking it is what lets a burst's trips queue in the thread back to back, instead of one per turn of the
+    event loop while each waiter is woken in turn."""
     return await conn._execute(fn, *args)
 
 
@@ -50,8 +56,7 @@ class SqliteCheckpointer(AsyncSqliteSaver):
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         await self.setup()
-        async with self.lock:
-            return await run_in_connection(self.conn, fn, *args)
+        return await run_in_connection(self.conn, fn, *args)
 
     async def aget_tuple(self, config: Any) -> Any:
         await self.setup()

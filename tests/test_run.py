@@ -338,3 +338,30 @@ async def test_a_started_server_freezes_its_start_up_heap_and_collects_young_obj
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_a_burst_of_connections_is_accepted_at_once_not_after_a_syn_retry(corpus_settings,
+                                                                                closed_orchestrators) -> None:
+    """With aiohttp's default listen backlog (128), connections beyond it in a burst had their SYN dropped and
+    were only established by the client's retry a second later."""
+    import time
+
+    port, stop = free_port(), asyncio.Event()
+    task = asyncio.create_task(serve(corpus_settings.model_copy(update={"web_port": port}), stop=stop))
+    writers = []
+    try:
+        await wait_until_up(port)
+
+        async def connect() -> float:
+            started = time.perf_counter()
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writers.append(writer)
+            return time.perf_counter() - started
+
+        waits = await asyncio.gather(*(connect() for _ in range(400)))
+        assert max(waits) < 0.9, f"{sum(w >= 0.9 for w in waits)} connections waited for a SYN retry"
+    finally:
+        for writer in writers:
+            writer.close()
+        stop.set()
+        await asyncio.wait_for(task, 30)
