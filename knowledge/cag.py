@@ -102,6 +102,7 @@ class CachedDocumentSet:
         self._located: dict[str, tuple[int, list[tuple[Path, Path]]]] = {}
         self._memo: dict[str, tuple[_Stamp, CachedDocuments | CacheBudgetExceeded | None]] = {}
         self._lock = threading.Lock()
+        self._building = threading.Lock()  # held while a memo is built (reading and counting whole documents)
 
     def _paths(self, agent: str) -> list[tuple[Path, Path]]:
         generation = self._store.generation
@@ -122,9 +123,13 @@ class CachedDocumentSet:
         with self._lock:
             memo = self._memo.get(agent)
         if memo is None or memo[0] != stamp:
-            memo = (stamp, self._build(agent, paths))
-            with self._lock:
-                self._memo[agent] = memo
+            with self._building:  # one thread builds; the questions of a burst that missed with it wait for it
+                with self._lock:
+                    memo = self._memo.get(agent)
+                if memo is None or memo[0] != stamp:
+                    memo = (stamp, self._build(agent, paths))
+                    with self._lock:
+                        self._memo[agent] = memo
         if isinstance(memo[1], CacheBudgetExceeded):
             raise CacheBudgetExceeded(str(memo[1]))  # a fresh exception each time, the same message
         return memo[1]

@@ -102,3 +102,26 @@ def test_tokens_are_counted_with_the_local_wordpiece_tokenizer() -> None:
     assert count_tokens("hello world") == 2
     assert count_tokens("unbelievable tokenization") > 2  # word pieces, not words
     assert approximate_tokens("abcdefgh") == 2
+
+
+def test_a_burst_of_questions_builds_an_agents_cached_documents_once(shared_store) -> None:
+    """Questions arriving together all find the memo empty; one reads and counts the documents, the rest wait."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    counted: list[int] = []
+    start = threading.Barrier(8)
+
+    def count(text: str) -> int:
+        counted.append(len(text))
+        return count_tokens(text)
+
+    cached = CachedDocumentSet(shared_store, budget_tokens=16_000, count_tokens=count)
+
+    def ask() -> object:
+        start.wait(10)
+        return cached.cached_documents("policy")
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: ask(), range(8)))
+    assert len(counted) == 1 and all(result is results[0] for result in results)
