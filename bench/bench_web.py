@@ -8,7 +8,8 @@ stream line by line.
   HTTP client via `POST /chat`, minus the time to the first `Token` when calling `orchestrator.respond()`
   directly; the median of paired differences (the two alternate, each in a fresh session; fake LLM ttft 50 ms;
   everything in this process). `web_first_token_ms_p50`: the HTTP time to first token itself, for context.
-- 200 concurrent SSE streams started at once (fake LLM: ttft 200 ms, 50 tokens a second). The fake LLM and the
+- 200 concurrent SSE streams started at once, over connections the clients opened beforehand (fake LLM: ttft
+  200 ms, 50 tokens a second). The fake LLM and the
   clients run in a child process, so the numbers are the server's own, as in production where neither the
   model nor the browsers share its CPU: `web_concurrent_first_token_ms_p50` / `_p95` from each request to its
   first token frame, and `web_errors`, the streams that failed (a non-200 status, an `error` event, no
