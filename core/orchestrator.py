@@ -23,7 +23,7 @@ from core.checkpoints import keep_latest, open_checkpointer  # open_checkpointer
 from core.channels import ChannelSettings, load_channel_settings
 from core.workspaces import narrow_agents
 from core.events import Agent, Complete, Error, Event, Handoff, SourceRef, Sources, Start, Token
-from core.graph import Brain, TurnContext, build_graph, decide_route
+from core.graph import Brain, EmbeddingAhead, TurnContext, build_graph, decide_route, embed_ahead
 from core.health import HealthReport, probe
 from core.interrupted import TURN_LIMIT_MESSAGE, Opening, TurnLedger
 from core.redaction import guard_log_content, redactor_for
@@ -113,10 +113,11 @@ class Orchestrator:
             return
 
         ended = False
+        ahead = embed_ahead(self.brain, question)  # routing's embedding runs while the turn opens
         try:
             async with self._locks.hold(session_key), contextlib.aclosing(with_notes(
                     self._ledgered(session_key, question, user, started,
-                                   narrow_agents(self.channels.agents_for(channel), agents), extras),
+                                   narrow_agents(self.channels.agents_for(channel), agents), extras, ahead),
                     self._notes(extras))) as turn:
                 async for event in turn:
                     ended = ended or isinstance(event, (Complete, Error))
@@ -132,7 +133,8 @@ class Orchestrator:
         return notes_for(extras, has_model=has_model, vision=vision_enabled(self.settings, has_model))
 
     async def _ledgered(self, session_key: str, question: str, user: str | None, started: float,
-                        allowed: tuple[str, ...] | None, extras: TurnInput | None) -> AsyncIterator[Event]:
+                        allowed: tuple[str, ...] | None, extras: TurnInput | None,
+                        ahead: EmbeddingAhead | None = None) -> AsyncIterator[Event]:
         """A turn recorded in the ledger (`core.interrupted`): refused at MAX_TURNS without calling the model; its
         question recorded until the turn ends, so a crash mid-reply leaves it marked unanswered for the next turn."""
         try:
@@ -143,7 +145,8 @@ class Orchestrator:
         if opening.refused:
             yield Error("turn_limit", TURN_LIMIT_MESSAGE.format(limit=self.settings.max_turns))
             return
-        async for event in self._turn(session_key, question, started, allowed, extras, carried=opening.carried()):
+        async for event in self._turn(session_key, question, started, allowed, extras, carried=opening.carried(),
+                                      ahead=ahead):
             if isinstance(event, (Complete, Error)):  # before yielding: a consumer may stop at the terminal event
                 with contextlib.suppress(Exception):
                     await self.ledger.finish(session_key, opening)
@@ -151,9 +154,10 @@ class Orchestrator:
 
     async def _turn(self, session_key: str, question: str, started: float,
                     allowed: tuple[str, ...] | None = None,
-                    extras: TurnInput | None = None, *, carried: list[Any] | None = None) -> AsyncIterator[Event]:
+                    extras: TurnInput | None = None, *, carried: list[Any] | None = None,
+                    ahead: EmbeddingAhead | None = None) -> AsyncIterator[Event]:
         """One turn of the graph, inside the session's lock."""
-        ctx = TurnContext(session_key=session_key, allowed_agents=allowed,
+        ctx = TurnContext(session_key=session_key, allowed_agents=allowed, ahead=ahead,
                           attachments=redacted(extras.attachments, self.redact) if extras is not None else ())
         config = {"configurable": {"thread_id": session_key}}
         now = time.time()

@@ -127,13 +127,18 @@ class SemanticRouter:
         }
         return blended, probes
 
+    def embed(self, query: str) -> np.ndarray:
+        """The question's vector, as `route` computes it (for embedding a question ahead of its turn)."""
+        return np.asarray(self._embed_query(query), dtype=np.float32)
+
     def route(self, query: str, previous_agent: str | None = None, *,
-              allowed: Sequence[str] | None = None) -> RouteDecision:
-        """The agent for `query` (among `allowed`, when given), or a handoff when it asks for a person."""
+              allowed: Sequence[str] | None = None, vector: np.ndarray | None = None) -> RouteDecision:
+        """The agent for `query` (among `allowed`, when given), or a handoff when it asks for a person. `vector`:
+        the question's vector when it was embedded ahead (`embed`), else it is embedded here."""
         allowed = [name for name in allowed if name in self._agents] if allowed else None
         if allowed and previous_agent not in allowed:
             previous_agent = None
-        vector = np.asarray(self._embed_query(query), dtype=np.float32)
+        vector = self.embed(query) if vector is None else np.asarray(vector, dtype=np.float32)
         if self.wants_person(query, vector):
             agent = previous_agent or (allowed or self._names)[0]
             return RouteDecision(agent, 0.0, True, "asked for a person", handoff=True)

@@ -171,6 +171,49 @@ async def test_more_questions_than_asyncios_default_threads_wait_on_the_embedder
     assert all(isinstance(events[-1], Complete) for events in turns)
 
 
+class WatchedEmbedder:
+    """The real local model, noting each question it is asked to embed."""
+
+    def __init__(self) -> None:
+        self._model = local_model()
+        self.name, self.dim = self._model.name, self._model.dim
+        self.asked = threading.Event()
+
+    def embed_documents(self, texts):
+        return self._model.embed_documents(texts)
+
+    def embed_query(self, text: str):
+        if "AHEAD" in text:
+            self.asked.set()
+        return self._model.embed_query(text)
+
+
+async def test_the_question_is_embedded_while_its_conversation_is_still_being_read(corpus_settings) -> None:
+    """Routing's embedding does not wait for the turn to open (ledger, checkpoint read, graph set-up)."""
+    embedder = WatchedEmbedder()
+    orchestrator = await build_orchestrator(corpus_settings, embedder=embedder)
+    reading, release = asyncio.Event(), asyncio.Event()
+    read = orchestrator.checkpointer.aget_tuple
+
+    async def slow_read(config):
+        reading.set()
+        await release.wait()
+        return await read(config)
+
+    orchestrator.checkpointer.aget_tuple = slow_read
+    try:
+        turn = asyncio.create_task(_turn(orchestrator, "ahead:1", "AHEAD: how do I rotate an API key?"))
+        await asyncio.wait_for(reading.wait(), 30)
+        # The conversation's checkpoint is still being read: the question must already be with the embedder.
+        assert await asyncio.to_thread(embedder.asked.wait, 10)
+        release.set()
+        events = await asyncio.wait_for(turn, 30)
+    finally:
+        release.set()
+        await orchestrator.aclose()
+    assert isinstance(events[-1], Complete)
+
+
 def _checkpoints(settings, thread: str) -> int:
     with sqlite3.connect(settings.checkpoint_path) as db:
         return db.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (thread,)).fetchone()[0]
