@@ -10,8 +10,9 @@ So for `ChatOpenAI` the request is the one `ChatOpenAI` itself would send (its `
 temperature, model kwargs, `extra_body`, the workspace's `bind(model=...)`, messages converted the same way),
 sent as is through its own openai client (`post`, the SDK's call for requests it has no method for: auth, base
 URL, timeouts, and the error types `core.retry` classifies, without the per-request walk of the body that
-`create` does), and the response is read as the Server-Sent Events it is: one `json.loads` per chunk. Stalls between chunks are bounded by the
-client's read timeout and the turn's budget (`core.retry`), not by a per-chunk timer.
+`create` does), and the response is read as the Server-Sent Events it is: one `json.loads` per chunk. Stalls
+between chunks are bounded by the client's read timeout and the turn's budget (`core.retry`), not by a
+per-chunk timer.
 
 Any other chat model, or a `ChatOpenAI` configured for what this reader does not speak (the Responses API, a
 structured `response_format`), streams through langchain as before. `tests/test_answer_stream.py` checks that
@@ -60,20 +61,18 @@ async def _wire_pieces(llm: Any, bound: dict[str, Any], messages: Sequence[BaseM
                        on_usage: UsageSink | None) -> AsyncIterator[str]:
     import openai
 
-    options: dict[str, Any] = {"stream": True, **bound}
-    if llm._should_stream_usage(None, **options):
-        options["stream_options"] = {"include_usage": True}
-    payload = llm._get_request_payload(list(messages), **options)
-    if "response_format" in payload or llm._use_responses_api(payload) or "messages" not in payload:
+    asked: dict[str, Any] = {"stream": True, **bound}  # what `ChatOpenAI.astream` would pass for this turn
+    if llm._should_stream_usage(None, **asked):
+        asked["stream_options"] = {"include_usage": True}
+    body = llm._get_request_payload(list(messages), **asked)
+    # What this reader does not speak (structured output, the Responses API, options `create` would take out of
+    # the body) goes to langchain, with the same bindings.
+    if "response_format" in body or llm._use_responses_api(body) or "messages" not in body or \
+            set(body) & _REQUEST_OPTIONS:
         async for piece in _langchain_pieces(llm.bind(**bound) if bound else llm, messages, on_usage):
             yield piece
         return
-    body = dict(payload)
     extra_body = body.pop("extra_body", None)
-    if set(body) & _REQUEST_OPTIONS:  # options `create` would take out of the body: let langchain send it
-        async for piece in _langchain_pieces(llm.bind(**bound) if bound else llm, messages, on_usage):
-            yield piece
-        return
     options: dict[str, Any] = {"security": {"bearer_auth": True}}  # what `create` asks of its client
     if extra_body:
         options["extra_json"] = extra_body

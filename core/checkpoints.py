@@ -340,15 +340,17 @@ _SQLITE_KEEP_LATEST = (
 async def keep_latest(checkpointer: Any, thread_id: str) -> None:
     """Delete every checkpoint of a conversation but its latest (ids are time-ordered UUIDs), and their pending
     writes. Postgres: LangGraph's own `aprune(strategy="keep_latest")`; SQLite (whose saver has no prune): the
-    same two statements, under the saver's lock. The conversation reads back the same; only history is lost."""
+    same two statements, in one trip to the connection's thread. The conversation reads back the same; only
+    history is lost."""
     conn = getattr(checkpointer, "conn", None)
     if conn is not None and hasattr(conn, "execute") and hasattr(checkpointer, "lock"):
-        from core.sqlite_checkpoints import run_in_connection
+        from core.sqlite_checkpoints import run_in_connection, sqlite3_of
 
         def prune() -> None:  # both statements and the commit in one trip to the connection's thread
+            db = sqlite3_of(conn)
             for statement in _SQLITE_KEEP_LATEST:
-                conn._conn.execute(statement, (thread_id, thread_id))
-            conn._conn.commit()
+                db.execute(statement, (thread_id, thread_id))
+            db.commit()
 
         await run_in_connection(conn, prune)  # one trip: atomic without the saver's lock
         return

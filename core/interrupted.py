@@ -26,7 +26,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from core.sqlite_checkpoints import run_in_connection
+from core.sqlite_checkpoints import run_in_connection, sqlite3_of
 
 SESSIONS = "switchboard_sessions"
 SESSION_USERS = "switchboard_session_users"
@@ -147,7 +147,7 @@ class TurnLedger:
 
     def _run_here(self, statements: list[tuple[str, tuple[Any, ...]]], fetch_first: bool) -> Any:
         """`_run` on SQLite, in the connection's thread: one transaction, rolled back if a statement fails."""
-        conn = self._conn._conn
+        conn = sqlite3_of(self._conn)
         rows: Any = None
         try:
             for index, (sql, params) in enumerate(statements):
@@ -183,7 +183,7 @@ class TurnLedger:
     def _begin_here(self, session_key: str, limit: int, statements: list[tuple[str, tuple[Any, ...]]],
                     now: float) -> Opening:
         """`begin` on SQLite, in the connection's thread."""
-        turns, unanswered = _opened(self._conn._conn.execute(READ, (session_key,)).fetchall())
+        turns, unanswered = _opened(sqlite3_of(self._conn).execute(READ, (session_key,)).fetchall())
         if turns >= limit:
             return Opening(turns, refused=True)
         self._run_here(statements, fetch_first=False)

@@ -15,6 +15,7 @@ other users of the connection.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -24,9 +25,15 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 T = TypeVar("T")
 
 
+def sqlite3_of(conn: Any) -> sqlite3.Connection:
+    """The `sqlite3.Connection` an aiosqlite connection's thread owns: only code run by `run_in_connection`
+    may use it."""
+    return conn._conn
+
+
 async def run_in_connection(conn: Any, fn: Callable[..., T], *args: Any) -> T:
     """Run `fn(*args)` in the thread of the aiosqlite connection `conn`, in order with its other operations: one
-    trip, however many statements `fn` runs on `conn._conn` (the `sqlite3.Connection` that thread owns).
+    trip, however many statements `fn` runs on `sqlite3_of(conn)`.
 
     aiosqlite has no public call for this; `_execute` is what each of its own methods is made of (aiosqlite
     0.17 to 0.22).
@@ -49,35 +56,28 @@ class SqliteCheckpointer(AsyncSqliteSaver):
     async def setup(self) -> None:
         await super().setup()
         if self._sync is None:
-            sync = SqliteSaver(self.conn._conn, serde=self.serde)
+            sync = SqliteSaver(sqlite3_of(self.conn), serde=self.serde)
             sync.is_setup = True  # the tables are the ones just set up (the same connection)
             sync._has_task_path = self._has_task_path
             self._sync = sync
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _in_thread(self, method: str, *args: Any) -> Any:
+        """The synchronous saver's `method(*args)`, in one trip to the connection's thread."""
         await self.setup()
-        return await run_in_connection(self.conn, fn, *args)
+        return await run_in_connection(self.conn, getattr(self._sync, method), *args)
 
     async def aget_tuple(self, config: Any) -> Any:
-        await self.setup()
-        assert self._sync is not None
-        return await self._in_thread(self._sync.get_tuple, config)
+        return await self._in_thread("get_tuple", config)
 
     async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
-        await self.setup()
-        assert self._sync is not None
-        return await self._in_thread(self._sync.put, config, checkpoint, metadata, new_versions)
+        return await self._in_thread("put", config, checkpoint, metadata, new_versions)
 
     async def aput_writes(self, config: Any, writes: Sequence[tuple[str, Any]], task_id: str,
                           task_path: str = "") -> None:
-        await self.setup()
-        assert self._sync is not None
-        await self._in_thread(self._sync.put_writes, config, writes, task_id, task_path)
+        await self._in_thread("put_writes", config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await self.setup()
-        assert self._sync is not None
-        await self._in_thread(self._sync.delete_thread, thread_id)
+        await self._in_thread("delete_thread", thread_id)
 
 
-__all__ = ["SqliteCheckpointer", "run_in_connection"]
+__all__ = ["SqliteCheckpointer", "run_in_connection", "sqlite3_of"]
