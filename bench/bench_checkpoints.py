@@ -44,9 +44,18 @@ class Recorder:
     def _recorded(self, name: str, method: Any) -> Any:
         async def recorded(*args: Any, **kwargs: Any) -> Any:
             if self.turns:
-                self.turns[-1].append((name, copy.deepcopy(args), copy.deepcopy(kwargs)))
+                recorded_args = (_stored_config(args[0]), *copy.deepcopy(args[1:]))
+                self.turns[-1].append((name, recorded_args, copy.deepcopy(kwargs)))
             return await method(*args, **kwargs)
         return recorded
+
+
+def _stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a call's config a checkpointer reads (its `configurable` thread and checkpoint keys), copied.
+    The rest is the turn's own run-time context (`TurnContext`, whose embedding-ahead future holds a lock), which
+    cannot be copied and which no store sees."""
+    configurable = config.get("configurable", {})
+    return {"configurable": {k: copy.deepcopy(v) for k, v in configurable.items() if k.startswith(("thread_", "checkpoint_"))}}
 
 
 async def _record(settings: Any) -> list[list[list[tuple[str, tuple, dict]]]]:
