@@ -54,8 +54,8 @@ def _stored_config(config: dict[str, Any]) -> dict[str, Any]:
     """The part of a call's config a checkpointer reads (its `configurable` thread and checkpoint keys), copied.
     The rest is the turn's own run-time context (`TurnContext`, whose embedding-ahead future holds a lock), which
     cannot be copied and which no store sees."""
-    configurable = config.get("configurable", {})
-    return {"configurable": {k: copy.deepcopy(v) for k, v in configurable.items() if k.startswith(("thread_", "checkpoint_"))}}
+    read = {k: v for k, v in config.get("configurable", {}).items() if k.startswith(("thread_", "checkpoint_"))}
+    return {"configurable": copy.deepcopy(read)}
 
 
 async def _record(settings: Any) -> list[list[list[tuple[str, tuple, dict]]]]:

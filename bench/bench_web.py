@@ -9,11 +9,11 @@ stream line by line.
   directly; the median of paired differences (the two alternate, each in a fresh session; fake LLM ttft 50 ms;
   everything in this process). `web_first_token_ms_p50`: the HTTP time to first token itself, for context.
 - 200 concurrent SSE streams started at once, over connections the clients opened beforehand (fake LLM: ttft
-  200 ms, 50 tokens a second). The fake LLM and the
-  clients run in a child process, so the numbers are the server's own, as in production where neither the
-  model nor the browsers share its CPU: `web_concurrent_first_token_ms_p50` / `_p95` from each request to its
-  first token frame, and `web_errors`, the streams that failed (a non-200 status, an `error` event, no
-  `complete` event, a dropped connection, or a `complete` whose text differs from the tokens streamed).
+  200 ms, 50 tokens a second). The fake LLM and the clients run in a child process, so the numbers are the
+  server's own, as in production where neither the model nor the browsers share its CPU:
+  `web_concurrent_first_token_ms_p50` / `_p95` from each request to its first token frame, and `web_errors`, the
+  streams that failed (a non-200 status, an `error` event, no `complete` event, a dropped connection, or a
+  `complete` whose text differs from the tokens streamed).
 - Then a second burst of 200, while 20 streams that were already answering (long answers, a token every 20 ms) keep
   reading: `inflight_token_gap_ms_p99`, the 99th percentile of the pauses between their token frames from the
   moment the burst starts until every one of the 200 has its first token (a starved event loop shows here).
