@@ -93,6 +93,16 @@ class TurnContext:
     handoff: bool = False  # the message asked for a person; no agent answered
     attachments: tuple[Any, ...] = ()  # this turn's files (`core.attachments`): never in the checkpointed state
     ahead: EmbeddingAhead | None = None  # the question, already being embedded (`embed_ahead`)
+    # Where the nodes' events (agent, handoff, token) go: the orchestrator's own queue, on the event loop. None
+    # (the graph run on its own) falls back to LangGraph's custom stream. Why not always that stream: its writer
+    # hands every chunk over with `call_soon_threadsafe`, a wake-up of the event loop through its self-pipe per
+    # streamed token, meant for nodes in other threads; ours run on the loop.
+    emit: Callable[[dict[str, Any]], None] | None = None
+
+
+def _event_sink(ctx: TurnContext) -> Callable[[dict[str, Any]], None]:
+    """The turn's event sink: the orchestrator's (`TurnContext.emit`), else LangGraph's custom stream."""
+    return ctx.emit if ctx.emit is not None else get_stream_writer()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +213,7 @@ def build_graph(brain: Brain, checkpointer: Any) -> Any:
 
     async def route(state: ConversationState, runtime: Runtime[TurnContext]) -> Command[Any]:
         ctx = runtime.context
-        writer = get_stream_writer()
+        writer = _event_sink(ctx)
         question = _last_question(state)
         previous = state.get("agent")
         started = time.perf_counter()
@@ -302,7 +312,7 @@ def _agent_node(brain: Brain, spec: AgentSpec) -> Callable[..., Awaitable[dict[s
 
     async def answer(state: ConversationState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         ctx = runtime.context
-        writer = get_stream_writer()
+        writer = _event_sink(ctx)
         question = _last_question(state)
         offline = brain.llm is None
 

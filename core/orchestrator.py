@@ -145,12 +145,13 @@ class Orchestrator:
         if opening.refused:
             yield Error("turn_limit", TURN_LIMIT_MESSAGE.format(limit=self.settings.max_turns))
             return
-        async for event in self._turn(session_key, question, started, allowed, extras, carried=opening.carried(),
-                                      ahead=ahead):
-            if isinstance(event, (Complete, Error)):  # before yielding: a consumer may stop at the terminal event
-                with contextlib.suppress(Exception):
-                    await self.ledger.finish(session_key, opening)
-            yield event
+        turn = self._turn(session_key, question, started, allowed, extras, carried=opening.carried(), ahead=ahead)
+        async with contextlib.aclosing(turn):  # a reader that stops early stops the turn's graph now, not at GC
+            async for event in turn:
+                if isinstance(event, (Complete, Error)):  # before yielding: a consumer may stop at the terminal event
+                    with contextlib.suppress(Exception):
+                        await self.ledger.finish(session_key, opening)
+                yield event
 
     async def _turn(self, session_key: str, question: str, started: float,
                     allowed: tuple[str, ...] | None = None,
@@ -166,11 +167,12 @@ class Orchestrator:
         first_token_ms: float | None = None
         agent_name = ""
         budget = self.brain.retry_policy.start_answer()  # one ANSWER_TIMEOUT_S for routing and answering
+        events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        ctx.emit = events.put_nowait  # the nodes' events, handed over on the loop (`TurnContext.emit`)
+        run = asyncio.ensure_future(self._run_graph(graph_input, config, ctx))
+        run.add_done_callback(lambda _: events.put_nowait(None))  # after the last event: the graph has ended
         try:
-            # durability="exit": the turn is checkpointed once, when the graph finishes (before `Complete` is
-            # yielded), instead of after every node: a third of the writes, and nothing acknowledged is lost.
-            async for chunk in self.graph.astream(graph_input, config, context=ctx, stream_mode="custom",
-                                                  durability="exit"):
+            while (chunk := await events.get()) is not None:
                 kind = chunk.get("kind")
                 if kind == "agent":
                     agent_name = chunk["name"]
@@ -182,6 +184,7 @@ class Orchestrator:
                         first_token_ms = (time.perf_counter() - started) * 1000
                     pieces.append(chunk["text"])
                     yield Token(chunk["text"])
+            await run  # its failure, if it failed
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a user never sees a stack trace
@@ -189,6 +192,10 @@ class Orchestrator:
             yield Error("internal", USER_MESSAGES["internal"], "".join(pieces))
             return
         finally:
+            if not run.done():  # the reader stopped (cancelled, or closed early): so does the graph
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
             self.brain.retry_policy.end_answer(budget)
         try:  # the turn is saved; the conversation's older checkpoints are now only history
             await keep_latest(self.checkpointer, session_key)
@@ -217,6 +224,14 @@ class Orchestrator:
             confidence=None if ctx.confidence is None else round(ctx.confidence, 4),
             declined=ctx.declined,
         )
+
+    async def _run_graph(self, graph_input: dict[str, Any], config: dict[str, Any], ctx: TurnContext) -> None:
+        """Run the turn's graph to its end; its events reach `_turn` through `ctx.emit`, not the stream.
+
+        durability="exit": the turn is checkpointed once, when the graph finishes (before `Complete` is yielded),
+        instead of after every node: a third of the writes, and nothing acknowledged is lost."""
+        async for _ in self.graph.astream(graph_input, config, context=ctx, stream_mode="custom", durability="exit"):
+            pass  # nothing comes this way: the nodes write to `ctx.emit`
 
     async def route(self, question: str, previous_agent: str | None = None) -> RouteDecision:
         """Routing alone, as a turn would do it (used by `switchboard eval`)."""

@@ -62,7 +62,8 @@ class EncoderWeights(Protocol):
 class _Graph:
     """Collects nodes and initializers under unique names, so that `build_model` reads like the numpy pass."""
 
-    def __init__(self, external_weights: bool) -> None:
+    def __init__(self, external_weights: bool, quantized: bool = False) -> None:
+        self.quantized = quantized  # the linear layers' products in int8 (`_linear_int8`)
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.external: dict[str, np.ndarray] = {}  # weights left out of the model: name -> array
@@ -78,15 +79,17 @@ class _Graph:
         return name
 
     def weight(self, name: str, value: np.ndarray) -> str:
-        """A float32 weight: a placeholder that ORT fills from the array itself, or (not external) inline."""
+        """A float32 (or int8) weight: a placeholder that ORT fills from the array itself, or (not external)
+        inline."""
         from onnx import TensorProto, numpy_helper
 
-        array = np.ascontiguousarray(value, dtype=np.float32)  # no copy: the prepared arrays already are
+        dtype = np.int8 if value.dtype == np.int8 else np.float32
+        array = np.ascontiguousarray(value, dtype=dtype)  # no copy: the prepared arrays already are
         if not self._external_weights:
             self.initializers.append(numpy_helper.from_array(array, name))
             return name
-        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=array.shape,
-                             data_location=TensorProto.EXTERNAL)
+        tensor = TensorProto(name=name, data_type=TensorProto.INT8 if dtype == np.int8 else TensorProto.FLOAT,
+                             dims=array.shape, data_location=TensorProto.EXTERNAL)
         for key, entry in (("location", _IN_MEMORY), ("offset", "0"), ("length", str(array.nbytes))):
             tensor.external_data.add(key=key, value=entry)
         self.initializers.append(tensor)
@@ -102,7 +105,26 @@ class _Graph:
         return out
 
     def linear(self, x: str, prefix: str, weight: np.ndarray, bias: np.ndarray) -> str:
+        if self.quantized:
+            return self._linear_int8(x, prefix, weight, bias)
         product = self.op("MatMul", x, self.weight(f"{prefix}.w", weight))
+        return self.op("Add", product, self.weight(f"{prefix}.b", bias))
+
+    def _linear_int8(self, x: str, prefix: str, weight: np.ndarray, bias: np.ndarray) -> str:
+        """x @ weight + bias with int8 arithmetic: the weight quantised once per output column (symmetric, so
+        its zero point is 0), the activations per call (`DynamicQuantizeLinear`, uint8). The node pattern is the
+        one ORT's own `quantize_dynamic` writes, which its optimiser fuses into one `MatMulIntegerToFloat`."""
+        from onnx import helper
+
+        scale = np.maximum(np.abs(weight).max(axis=0), 1e-12).astype(np.float32) / 127.0  # (out,)
+        quantized = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+        self._count += 1
+        xq, xs, xzp = (f"{x}.q{self._count}", f"{x}.scale{self._count}", f"{x}.zero{self._count}")
+        self.nodes.append(helper.make_node("DynamicQuantizeLinear", [x], [xq, xs, xzp], name=xq))
+        scales = self.op("Mul", xs, self.weight(f"{prefix}.w_scale", scale))
+        zero = self.weight(f"{prefix}.w_zero", np.zeros(weight.shape[1], dtype=np.int8))
+        product = self.op("MatMulInteger", xq, self.weight(f"{prefix}.w_int8", quantized), xzp, zero)
+        product = self.op("Mul", self.op("Cast", product, to=1), scales)  # to=1: float32
         return self.op("Add", product, self.weight(f"{prefix}.b", bias))
 
     def layer_norm(self, x: str, prefix: str, weights: tuple[np.ndarray, np.ndarray]) -> str:
@@ -111,7 +133,7 @@ class _Graph:
 
 
 def build_model(
-    weights: EncoderWeights, heads: int, *, external_weights: bool = True
+    weights: EncoderWeights, heads: int, *, external_weights: bool = True, quantized: bool = False
 ) -> tuple[Any, dict[str, np.ndarray]]:
     """The encoder as an `onnx.ModelProto`, and the weights left out of it (name -> array; none when
     `external_weights` is False). Inputs `input_ids` and `attention_mask`, int64 (n, L), the mask 1 on real
@@ -119,7 +141,7 @@ def build_model(
     from onnx import TensorProto, helper
 
     dim = weights.word.shape[1]
-    g = _Graph(external_weights)
+    g = _Graph(external_weights, quantized)
     heads_shape = g.const("heads_shape", [0, 0, heads, dim // heads])  # Reshape's 0 keeps n and L
     dim_shape = g.const("dim_shape", [0, 0, dim])
     split = g.const("qkv_split", [dim, dim, dim])
@@ -184,24 +206,27 @@ class OnnxMiniLM:
     (an ORT session may be run from several threads at once), not by one call spreading over them.
     """
 
-    def __init__(self, weights: EncoderWeights, heads: int, *, external_weights: bool = True) -> None:
-        """Build the session; `external_weights=False` serialises the weights into the model (slower, see above)."""
+    def __init__(self, weights: EncoderWeights, heads: int, *, external_weights: bool = True,
+                 quantized: bool = False) -> None:
+        """Build the session; `external_weights=False` serialises the weights into the model (slower, see above);
+        `quantized` computes the linear layers in int8 (see `_Graph._linear_int8`)."""
         self.external_weights = external_weights
+        self.quantized = quantized
         if external_weights:
             try:
-                self._session = self._build(weights, heads, external_weights=True)
+                self._session = self._build(weights, heads, external_weights=True, quantized=quantized)
                 return
             except Exception as exc:  # noqa: BLE001 - whatever the refusal, the inline model is the same graph
                 log.debug("ORT refused in-memory external initializers (%s); serialising the weights", exc)
                 self.external_weights = False
-        self._session = self._build(weights, heads, external_weights=False)
+        self._session = self._build(weights, heads, external_weights=False, quantized=quantized)
 
     @staticmethod
-    def _build(weights: EncoderWeights, heads: int, *, external_weights: bool) -> Any:
+    def _build(weights: EncoderWeights, heads: int, *, external_weights: bool, quantized: bool) -> Any:
         """The session (the OrtValues over external weights need to live only while it is built)."""
         import onnxruntime as ort
 
-        model, external = build_model(weights, heads, external_weights=external_weights)
+        model, external = build_model(weights, heads, external_weights=external_weights, quantized=quantized)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1

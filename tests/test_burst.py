@@ -142,6 +142,57 @@ async def test_streams_in_flight_keep_flowing_while_a_new_question_is_being_embe
             await orchestrator.aclose()
 
 
+async def test_streamed_tokens_reach_the_turn_without_waking_the_event_loop_for_each(corpus_settings) -> None:
+    """The nodes hand their tokens to the turn on the loop (`TurnContext.emit`). LangGraph's custom stream would
+    hand each over with `call_soon_threadsafe`, one write to the loop's self-pipe per token."""
+    async with FakeOpenAI(tokens_per_s=2000) as fake:
+        fake.responder = lambda body: Reply(text=" ".join(f"w{i}" for i in range(300)))
+        settings = make_settings(corpus_settings.data_dir, llm_provider="openai", openai_base_url=fake.base_url,
+                                 openai_api_key="sk-test")
+        orchestrator = await build_orchestrator(settings)
+        loop = asyncio.get_running_loop()
+        wakes = 0
+        original = loop._write_to_self  # type: ignore[attr-defined]
+
+        def counted() -> None:
+            nonlocal wakes
+            wakes += 1
+            original()
+
+        try:
+            await _turn(orchestrator, "wakes:warm", "How do I fix API timeouts?")
+            loop._write_to_self = counted  # type: ignore[attr-defined]
+            events = await _turn(orchestrator, "wakes:a", "How do I fix API timeouts?")
+        finally:
+            loop._write_to_self = original  # type: ignore[attr-defined]
+            await orchestrator.aclose()
+        tokens = [e for e in events if isinstance(e, Token)]
+        assert isinstance(events[-1], Complete) and len(tokens) >= 300
+        assert wakes < 40, f"{wakes} self-pipe wake-ups for {len(tokens)} tokens"  # worker threads' results only
+
+
+async def test_a_reader_that_stops_early_stops_the_turns_graph(corpus_settings) -> None:
+    async with FakeOpenAI(tokens_per_s=100) as fake:
+        fake.responder = lambda body: Reply(text=" ".join(f"w{i}" for i in range(1000)))  # 10 s of answer
+        settings = make_settings(corpus_settings.data_dir, llm_provider="openai", openai_base_url=fake.base_url,
+                                 openai_api_key="sk-test")
+        orchestrator = await build_orchestrator(settings)
+        try:
+            stream = orchestrator.respond("early:stop", "How do I fix API timeouts?")
+            async for event in stream:
+                if isinstance(event, Token):
+                    break
+            await stream.aclose()
+            running = [t for t in asyncio.all_tasks() if "_run_graph" in repr(t.get_coro())]
+            assert running == []
+            # The session is free again: its next turn answers.
+            fake.responder = lambda body: Reply(text="Second answer.")
+            events = await asyncio.wait_for(_turn(orchestrator, "early:stop", "How do I fix API timeouts?"), 30)
+            assert isinstance(events[-1], Complete) and events[-1].text == "Second answer."
+        finally:
+            await orchestrator.aclose()
+
+
 class MeetingEmbedder:
     """The real local model, but no question is embedded until `together` of them are waiting at once."""
 

@@ -124,10 +124,10 @@ def test_weights_serialised_inline_when_ort_refuses_external_ones(
 ) -> None:
     build = OnnxMiniLM._build
 
-    def refuse_external(*weights: object, external_weights: bool) -> object:
+    def refuse_external(*weights: object, external_weights: bool, quantized: bool) -> object:
         if external_weights:
             raise RuntimeError("external initializers are not supported here")
-        return build(*weights, external_weights=external_weights)
+        return build(*weights, external_weights=external_weights, quantized=quantized)
 
     monkeypatch.setattr(OnnxMiniLM, "_build", staticmethod(refuse_external))
     inline = OnnxMiniLM(numpy_model._weights, numpy_model.heads)
@@ -191,3 +191,41 @@ def test_a_pass_beside_a_busy_python_thread_takes_about_its_idle_time(onnx_model
         stop.set()
         spinner.join()
     assert busy_ms < 10 * idle_ms + 50, f"{busy_ms:.0f} ms beside a busy thread, {idle_ms:.0f} ms idle"
+
+
+# --- questions in int8 ------------------------------------------------------------------------------------------
+def test_questions_go_through_an_int8_session_close_to_the_float32_vectors() -> None:
+    model = LocalMiniLM(query_cache_size=0)
+    assert model.int8_queries and model._onnx_queries.quantized and not model._onnx.quantized
+    texts = [item["text"] for item in REFERENCE["items"]]
+    expected = np.array([item["vector"] for item in REFERENCE["items"]], dtype=np.float32)
+    questions = np.stack([model.embed_query(text) for text in texts])
+    cosines = _cosines(questions, expected)
+    assert cosines.min() > 0.98 and cosines.mean() > 0.99
+    assert np.abs(questions - expected).max() > 1e-3  # not the float32 pass: the int8 one ran
+    assert np.allclose(np.linalg.norm(questions, axis=1), 1.0, atol=1e-5)
+    # Documents stay exact: what is stored does not depend on how questions are embedded.
+    assert np.abs(model.embed_documents(texts) - expected).max() < 1e-4
+
+
+def test_int8_questions_rank_documents_as_the_float32_ones_do() -> None:
+    exact, fast = LocalMiniLM(query_cache_size=0, int8_queries=False), LocalMiniLM(query_cache_size=0)
+    documents = exact.embed_documents([item["text"] for item in REFERENCE["items"]])
+    for text in ["Why was I charged twice?", "How do I rotate an API key?", "Is my data encrypted at rest?",
+                 "Can I get a refund for an annual plan?", "webhook signature verification failed"]:
+        assert np.argmax(documents @ fast.embed_query(text)) == np.argmax(documents @ exact.embed_query(text))
+
+
+def test_the_int8_graph_multiplies_every_linear_layer_in_integers() -> None:
+    from knowledge.onnx_minilm import build_model
+
+    weights = LocalMiniLM(query_cache_size=0, backend="numpy")._weights
+    model, _ = build_model(weights, LocalMiniLM.heads, quantized=True)
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("MatMulInteger") == 4 * LocalMiniLM.layers  # qkv, out, in, ff per layer
+    assert ops.count("MatMul") == 2 * LocalMiniLM.layers  # only attention's own products stay in float
+
+
+def test_int8_questions_can_be_turned_off_and_numpy_has_none() -> None:
+    assert not LocalMiniLM(query_cache_size=0, int8_queries=False).int8_queries
+    assert not LocalMiniLM(query_cache_size=0, backend="numpy").int8_queries
