@@ -8,9 +8,10 @@ burst (issue 12's profile). An answer needs only each delta's text and, at the e
 
 So for `ChatOpenAI` the request is the one `ChatOpenAI` itself would send (its `_get_request_payload`: model,
 temperature, model kwargs, `extra_body`, the workspace's `bind(model=...)`, messages converted the same way),
-sent as is through its own openai client (`post`, the SDK's call for requests it has no method for: auth, base
-URL, timeouts, and the error types `core.retry` classifies, without the per-request walk of the body that
-`create` does), and the response is read as the Server-Sent Events it is: one `json.loads` per chunk. Stalls
+sent as is over aiohttp with its client's URL, headers and timeouts (`core.openai_wire`, raising the SDK's error
+types, which `core.retry` classifies), and the response is read as the Server-Sent Events it is: one
+`json.loads` per chunk. A client the wire does not reach as the SDK would (Azure, a token provider) sends the
+same request through the SDK's `post` instead, its call for requests it has no method for. Stalls
 between chunks are bounded by the client's read timeout and the turn's budget (`core.retry`), not by a
 per-chunk timer.
 
@@ -26,6 +27,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from langchain_core.messages import BaseMessage
+
+from core.openai_wire import sdk_request, wire_for
 
 UsageSink = Callable[[int], None]  # receives the answer's output tokens, when the server reports them
 _REQUEST_OPTIONS = frozenset({"extra_headers", "extra_query", "timeout"})  # not body fields
@@ -59,8 +62,6 @@ def _wire_target(llm: Any) -> tuple[Any, dict[str, Any]] | None:
 
 async def _wire_pieces(llm: Any, bound: dict[str, Any], messages: Sequence[BaseMessage],
                        on_usage: UsageSink | None) -> AsyncIterator[str]:
-    import openai
-
     asked: dict[str, Any] = {"stream": True, **bound}  # what `ChatOpenAI.astream` would pass for this turn
     if llm._should_stream_usage(None, **asked):
         asked["stream_options"] = {"include_usage": True}
@@ -72,6 +73,47 @@ async def _wire_pieces(llm: Any, bound: dict[str, Any], messages: Sequence[BaseM
         async for piece in _langchain_pieces(llm.bind(**bound) if bound else llm, messages, on_usage):
             yield piece
         return
+    wire = wire_for(llm.root_async_client)
+    if wire is None:  # a client the wire does not reach as the SDK would (Azure, a token provider)
+        async for piece in _sdk_pieces(llm, body, on_usage):
+            yield piece
+        return
+    body.update(body.pop("extra_body", None) or {})  # what the SDK does with `extra_body`: merged into the JSON
+    async with wire.stream(body) as lines:
+        async for piece in _read_chunks(lines, wire.url, on_usage):
+            yield piece
+
+
+async def _read_chunks(lines: AsyncIterator[bytes] | AsyncIterator[str], url: str,
+                       on_usage: UsageSink | None) -> AsyncIterator[str]:
+    """The text pieces of a chat completion's Server-Sent Events: one `json.loads` per chunk."""
+    import openai
+
+    async for raw in lines:
+        line = raw.decode() if isinstance(raw, bytes) else raw
+        if not line.startswith("data:"):
+            continue  # blank separators, comments (": keep-alive"), `event:` lines
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        chunk = json.loads(data)
+        if chunk.get("error"):  # an error sent inside the stream, as the SDK's own reader raises it
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise openai.APIError(message or "the model's stream reported an error", sdk_request(url), body=error)
+        usage = chunk.get("usage")
+        if usage and on_usage is not None and usage.get("completion_tokens") is not None:
+            on_usage(int(usage["completion_tokens"]))
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            text = (choice.get("delta") or {}).get("content")
+            if isinstance(text, str) and text:
+                yield text
+
+
+async def _sdk_pieces(llm: Any, body: dict[str, Any], on_usage: UsageSink | None) -> AsyncIterator[str]:
+    """The same request through the SDK client's own `post` (its auth hooks and transport)."""
     extra_body = body.pop("extra_body", None)
     options: dict[str, Any] = {"security": {"bearer_auth": True}}  # what `create` asks of its client
     if extra_body:
@@ -82,27 +124,8 @@ async def _wire_pieces(llm: Any, bound: dict[str, Any], messages: Sequence[BaseM
     response = await llm.root_async_client.post("/chat/completions", cast_to=_raw_response_type(), body=body,
                                                  options=options, stream=True)
     try:
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue  # blank separators, comments (": keep-alive"), `event:` lines
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            chunk = json.loads(data)
-            if chunk.get("error"):  # an error sent inside the stream, as the SDK's own reader raises it
-                error = chunk["error"]
-                message = error.get("message") if isinstance(error, dict) else str(error)
-                raise openai.APIError(message or "the model's stream reported an error", response.request,
-                                      body=error)
-            usage = chunk.get("usage")
-            if usage and on_usage is not None and usage.get("completion_tokens") is not None:
-                on_usage(int(usage["completion_tokens"]))
-            for choice in chunk.get("choices") or ():
-                if choice.get("index", 0) != 0:
-                    continue
-                text = (choice.get("delta") or {}).get("content")
-                if isinstance(text, str) and text:
-                    yield text
+        async for piece in _read_chunks(response.aiter_lines(), str(response.request.url), on_usage):
+            yield piece
     finally:
         await response.aclose()
 

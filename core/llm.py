@@ -54,7 +54,13 @@ def _aiohttp_client(settings: Settings) -> Any | None:
 
 
 async def close_chat_model(model: Any) -> None:
-    """Close the HTTP client `build_chat_model` gave the model (its aiohttp session and connections)."""
+    """Close the HTTP clients `build_chat_model` gave the model (its aiohttp session and connections) and the
+    answer stream's own (`core.openai_wire`)."""
+    from core.openai_wire import close_wire
+
     client = getattr(model, "http_async_client", None)
     if client is not None and hasattr(client, "aclose"):
         await client.aclose()
+    root = getattr(model, "root_async_client", None)
+    if root is not None:
+        await close_wire(root)

@@ -112,8 +112,22 @@ class _Field:
         return cls(bm25s.BM25.load(str(folder), show_progress=False))
 
     def scores(self, query: Sequence[str]) -> np.ndarray | None:
+        """Every document's BM25 score for `query` (a term repeated counts again), or None if no term is known.
+
+        What `bm25s.BM25.get_scores_from_ids` computes, in one `np.bincount` over the query terms' postings
+        instead of one `np.add.at` per term: `np.add.at` is unbuffered and slow, and with several fields, agents
+        and probes per question it was as much CPU as embedding the question (issue 12)."""
         ids = [self.vocab[t] for t in query if t in self.vocab]
-        return self.model.get_scores_from_ids(ids) if ids else None
+        if not ids:
+            return None
+        matrix = self.model.scores
+        indptr, indices, data = matrix["indptr"], matrix["indices"], matrix["data"]
+        postings = np.concatenate([np.arange(indptr[i], indptr[i + 1]) for i in ids])
+        scores = np.bincount(indices[postings], weights=data[postings], minlength=matrix["num_docs"])
+        scores = scores.astype(self.model.dtype, copy=False)
+        if self.model.nonoccurrence_array is not None:  # BM25L and BM25+ only; "lucene" has none
+            scores += self.model.nonoccurrence_array[ids].sum()
+        return scores
 
 
 def _unit_rows(vectors: Sequence[Any], dim: int = 0) -> np.ndarray:

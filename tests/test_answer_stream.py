@@ -159,3 +159,73 @@ async def test_extra_body_and_the_key_reach_the_server_as_langchain_sends_them(t
         wire, chain = fake.chat_requests
         assert wire.body == chain.body and wire.body["ttl"] == 300
         assert wire.headers.get("Authorization") == chain.headers.get("Authorization") is not None
+
+
+# --- the wire (`core.openai_wire`) against the SDK's own path ---------------------------------------------------
+async def _failure(pieces) -> BaseException:
+    with pytest.raises(Exception) as failure:
+        await _collect(pieces)
+    return failure.value
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(429, 2.0), (500, None), (401, None), (400, None)])
+async def test_an_error_status_raises_what_the_sdk_raises(tmp_path, status, retry_after) -> None:
+    from core.answer_stream import _sdk_pieces
+
+    async with FakeOpenAI() as fake:
+        model = _model(fake, tmp_path)
+        try:
+            fake.faults.append(Fault(status=status, retry_after=retry_after))
+            ours = await _failure(answer_pieces(model, MESSAGES))
+            fake.faults.append(Fault(status=status, retry_after=retry_after))
+            body = model._get_request_payload(list(MESSAGES), stream=True)
+            sdks = await _failure(_sdk_pieces(model, body, None))
+        finally:
+            await close_chat_model(model)
+        assert type(ours) is type(sdks) and isinstance(ours, openai.APIStatusError)
+        assert ours.status_code == sdks.status_code == status
+        assert str(ours) == str(sdks) and ours.body == sdks.body
+        assert classify(ours) == classify(sdks)
+        if retry_after is not None:
+            assert classify(ours).retry_after == retry_after
+
+
+async def test_a_refused_connection_through_the_wire_is_an_unavailable_model(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = make_settings(tmp_path, llm_provider="openai", openai_base_url=f"http://127.0.0.1:{port}/v1",
+                             openai_api_key="sk-test")
+    model = build_chat_model(settings)
+    try:
+        failure = await _failure(answer_pieces(model, MESSAGES))
+    finally:
+        await close_chat_model(model)
+    assert isinstance(failure, openai.APIConnectionError)
+    assert classify(failure).code == "llm_unavailable" and classify(failure).retryable
+
+
+async def test_the_wire_sends_the_sdk_clients_headers_and_key(tmp_path) -> None:
+    async with FakeOpenAI() as fake:
+        model = _model(fake, tmp_path)
+        try:
+            await _collect(answer_pieces(model, MESSAGES))
+        finally:
+            await close_chat_model(model)
+        headers = {k.lower(): v for k, v in fake.chat_requests[-1].headers.items()}
+        assert headers["authorization"] == "<redacted>"  # present (the fake hides its value)
+        assert headers["user-agent"].startswith("AsyncOpenAI/Python")
+        assert headers["content-type"] == "application/json" and headers["accept"] == "text/event-stream"
+
+
+async def test_a_client_with_a_default_query_keeps_the_sdks_path(tmp_path) -> None:
+    from core.openai_wire import wire_for
+
+    async with FakeOpenAI() as fake:
+        model = ChatOpenAI(model="gpt-4o-mini", api_key="sk-test", base_url=fake.base_url, max_retries=0,
+                           default_query={"api-version": "2024-10-21"})
+        assert wire_for(model.root_async_client) is None
+        text = "".join(await _collect(answer_pieces(model, MESSAGES)))
+        assert text and fake.chat_requests[-1].body["model"] == "gpt-4o-mini"

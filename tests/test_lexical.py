@@ -141,3 +141,29 @@ def test_a_chunk_only_bm25_finds_joins_the_candidates_with_its_own_cosine() -> N
     assert [p.source for p in ranked] == ["technical/a.md", "technical/c.md"]
     assert ranked[1].relevance == pytest.approx(0.6 + hybrid.IDENTIFIER_WEIGHT)
     assert ranked[1].score == pytest.approx(0.6)  # its cosine, not the fused value
+
+
+def test_field_scores_equal_bm25s_own_for_every_query_shape() -> None:
+    """`_Field.scores` sums the query terms' postings in one `np.bincount`; bm25s adds them term by term."""
+    import numpy as np
+
+    from knowledge.lexical import _Field
+
+    documents = [terms(text) for text in [
+        "Rotate a key by creating a new one, then revoking the old key.",
+        "Customers billed in euros can pay by SEPA Direct Debit.",
+        "E1008 means the SDK was used before init() was called.",
+        "A key, a key and a key: repeated terms score higher.",
+    ]]
+    field = _Field.build(documents)
+    assert field is not None
+    for query in [query_terms("rotate key"), query_terms("key key sepa"), query_terms("E1008 init"),
+                  query_terms("key"), query_terms("unknown words only")]:
+        ids = [field.vocab[t] for t in query if t in field.vocab]
+        ours = field.scores(query)
+        if not ids:
+            assert ours is None
+            continue
+        theirs = field.model.get_scores_from_ids(ids)
+        assert ours is not None and ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        assert np.allclose(ours, theirs, rtol=1e-6, atol=1e-6) and ours.any()

@@ -224,21 +224,22 @@ async def test_a_failure_after_the_stream_started_ends_with_an_error_frame(clien
     assert "went wrong" in text and "Traceback" not in text
 
 
-async def test_closing_a_heartbeat_stream_closes_the_core_events() -> None:
-    """A client that goes away must release what the core's generator holds (the session lock)."""
-    from bots.web.heartbeat import HEARTBEAT, with_heartbeats
+async def test_the_heartbeat_writes_only_into_silence_and_stops_with_the_stream() -> None:
+    from bots.web.heartbeat import Heartbeat
 
-    closed: list[bool] = []
+    written: list[bytes] = []
 
-    async def core_events() -> Any:
-        try:
-            yield "start"
-            await asyncio.Event().wait()  # a hung model
-        finally:
-            closed.append(True)
+    async def write(frame: bytes) -> None:
+        written.append(frame)
 
-    stream = with_heartbeats(core_events(), 0.01)
-    assert await stream.__anext__() == "start"
-    assert await stream.__anext__() is HEARTBEAT
-    await stream.aclose()
-    assert closed == [True]
+    async with Heartbeat(write, 0.05, b"beat") as beat:
+        for _ in range(10):  # a frame every 20 ms: never 50 ms of silence
+            await asyncio.sleep(0.02)
+            written.append(b"token")
+            beat.wrote()
+        assert b"beat" not in written
+        await asyncio.sleep(0.13)  # silent: two or three heartbeats
+        beats = written.count(b"beat")
+        assert 2 <= beats <= 3, written
+    await asyncio.sleep(0.12)
+    assert written.count(b"beat") == beats  # closed: no more

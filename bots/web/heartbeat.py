@@ -1,72 +1,59 @@
-"""Events with heartbeats: while the core is silent (a slow first token, a pause between tokens) the SSE writer
-gets a `HEARTBEAT` every `interval_s`, so proxies that cut idle connections keep the stream open.
+"""Heartbeats for an SSE stream: while the core is silent (a slow first token, a pause between tokens) a
+`: keep-alive` comment is written every `interval_s`, so proxies that cut idle connections keep the stream open.
 
-The events are read by one producer task for their whole life (never `wait_for` on `__anext__`, which would cancel
-the generator at its first timeout; nor one task per step, which would give LangGraph's context variables a new
-context each time), and handed over through a small queue the writer waits on with a timeout.
+A clock beside the writer, not a wrapper around the events: the writer reads the core's events itself and tells
+the clock after each frame (`wrote`, one attribute set); one task sleeps until the stream has been silent for
+`interval_s` and only then writes. Why: wrapping the events (a producer task handing each event over a queue to a
+reader waiting under a timeout) cost a task switch, a queue hand-over and a timer for every streamed token. In a
+200-question burst of 100-token answers, the event loop's CPU per question went from 17.4-18.9 to 16.5-16.8 ms
+(issue 12).
+
+Frames cannot interleave: each `write` hands its whole frame to the transport in one synchronous call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Final
-
-from core.events import Event
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 
 
-class _Heartbeat:
-    def __repr__(self) -> str:
-        return "HEARTBEAT"
+class Heartbeat:
+    """`async with Heartbeat(write, interval_s) as beat:` writes `frame` through `write` whenever nothing was
+    written for `interval_s`; the stream's writer calls `beat.wrote()` after each of its own frames."""
 
+    def __init__(self, write: Callable[[bytes], Awaitable[None]], interval_s: float, frame: bytes) -> None:
+        self._write = write
+        self._interval_s = interval_s
+        self._frame = frame
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+        self._task: asyncio.Task[None] | None = None
 
-HEARTBEAT: Final = _Heartbeat()
-_END: Final = object()
+    def wrote(self) -> None:
+        """A frame was just written: the silence starts again."""
+        self._last = self._loop.time()
 
-
-async def with_heartbeats(events: AsyncIterator[Event], interval_s: float
-                          ) -> AsyncIterator[Event | _Heartbeat]:
-    """`events`, with `HEARTBEAT` whenever none came for `interval_s`. Closing this closes `events` (the
-    producer is cancelled and `events.aclose()` runs in it); an exception from `events` is raised here."""
-    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=64)
-
-    async def produce() -> None:
-        try:
-            async for event in events:
-                await queue.put(event)
-        except Exception as exc:  # noqa: BLE001 - handed to the reader, raised there
-            await queue.put(exc)
-        finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        await queue.put(_END)
-
-    producer = asyncio.create_task(produce())
-    try:
+    async def _beat(self) -> None:
         while True:
-            try:
-                # A token already waiting is taken at once; otherwise wait under `asyncio.timeout` (one timer, no
-                # task, unlike `wait_for`), so the streaming hot path pays little for the heartbeat clock.
-                if not queue.empty():
-                    item = queue.get_nowait()
-                else:
-                    async with asyncio.timeout(interval_s):
-                        item = await queue.get()
-            except TimeoutError:
-                if producer.done() and queue.empty():  # it died without its end marker (its aclose raised)
-                    producer.result()
-                    return
-                yield HEARTBEAT
+            wait = self._last + self._interval_s - self._loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
                 continue
-            if item is _END:
+            try:
+                await self._write(self._frame)
+            except Exception:  # noqa: BLE001 - the client went away: the writer finds out on its own next write
                 return
-            if isinstance(item, Exception):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        if not producer.done():
-            producer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await producer
+            self.wrote()
+
+    async def __aenter__(self) -> Heartbeat:
+        self._task = asyncio.create_task(self._beat())
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

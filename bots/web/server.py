@@ -33,7 +33,7 @@ from bots.inflight import Inflight
 from bots.support.desk import HandoffRequest, SupportDesk, desk_or_none
 from bots.web.cors import Cors
 from bots.web.errors import BodyError, json_error, json_errors, read_json_object
-from bots.web.heartbeat import HEARTBEAT, with_heartbeats
+from bots.web.heartbeat import Heartbeat
 from bots.web.limits import AnswerGate, ClientLimits, client_id, refused
 from bots.web.openapi import DOCS_PAGE, openapi_spec
 from bots.web.uploads import is_multipart, read_chat_form
@@ -223,23 +223,22 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
     facts = TurnFacts()  # for the turn record (the dashboard's data)
     events = orchestrator.respond(f"web:{session_id}", message, user=request.remote, extras=request.get(EXTRAS))
     events = facts.watch(_with_support(request, session_id, message, events))  # handoffs in words; outcomes recorded
-    events = with_heartbeats(events, orchestrator.settings.web_heartbeat_s)
     ended = False  # a `complete` or `error` frame was written
     try:
-        async for event in events:
-            if event is HEARTBEAT:
-                await response.write(HEARTBEAT_FRAME)
-                continue
-            frame = sse_frame(event, session_id)
-            if isinstance(event, Start):  # the new session's secret, for API clients to continue it
-                frame = start_frame(session_id, request.app[SESSIONS].secret_for(session_id))
-            await response.write(frame)
-            if isinstance(event, Token) and first_token_at is None:
-                first_token_at = time.monotonic()
-            elif isinstance(event, Complete):
-                status, agent, code, ended = "done", event.agent, None, True
-            elif isinstance(event, Error):
-                code, ended = event.code, True
+        async with Heartbeat(response.write, orchestrator.settings.web_heartbeat_s, HEARTBEAT_FRAME) as beat:
+            async for event in events:
+                frame = sse_frame(event, session_id)
+                if isinstance(event, Start):  # the new session's secret, for API clients to continue it
+                    frame = start_frame(session_id, request.app[SESSIONS].secret_for(session_id))
+                await response.write(frame)
+                beat.wrote()
+                if isinstance(event, Token):
+                    if first_token_at is None:
+                        first_token_at = time.monotonic()
+                elif isinstance(event, Complete):
+                    status, agent, code, ended = "done", event.agent, None, True
+                elif isinstance(event, Error):
+                    code, ended = event.code, True
     except (ConnectionResetError, asyncio.CancelledError) as exc:
         if isinstance(exc, asyncio.CancelledError) and request.app[STATE].get("shutting_down"):
             # Shutdown mid-stream: tell the client why the answer stops here.
