@@ -45,6 +45,7 @@ class OpenAIWire:
         headers["Accept"] = "text/event-stream"
         self._headers = headers
         self._timeout = _client_timeout(client.timeout)
+        self._proxy = _env_proxy(self.url)
         self._session: aiohttp.ClientSession | None = None
         self.closed = False
 
@@ -54,7 +55,9 @@ class OpenAIWire:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._session._loop is not loop:  # noqa: SLF001
             connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=KEEPALIVE_S)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=True)
+            # trust_env off: with it, aiohttp looks the host up in ~/.netrc in a worker thread on every request.
+            # The environment's proxy, which it would also read, is resolved once instead (`_env_proxy`).
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
     @contextlib.asynccontextmanager
@@ -62,7 +65,8 @@ class OpenAIWire:
         """POST `body` and give its response's lines as they arrive; errors are raised as the SDK's."""
         session = self._opened()
         try:
-            async with session.post(self.url, data=json.dumps(body), headers=self._headers) as response:
+            async with session.post(self.url, data=json.dumps(body), headers=self._headers,
+                                    proxy=self._proxy) as response:
                 if response.status >= 400:
                     raise _status_error(response.status, response.headers, await response.read(), self.url)
                 yield _lines(response, self.url)
@@ -106,6 +110,18 @@ async def close_wire(client: Any) -> None:
     if wire is None:
         wire = _wires[client] = OpenAIWire(client)
     await wire.aclose()
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTPS_PROXY / HTTP_PROXY, unless NO_PROXY covers its host), as
+    the SDK's own clients honour it; None for a direct connection."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    parts = urlsplit(url)
+    if not parts.hostname or proxy_bypass(parts.hostname):
+        return None
+    return getproxies().get(parts.scheme)
 
 
 def _client_timeout(timeout: Any) -> aiohttp.ClientTimeout:

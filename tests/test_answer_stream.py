@@ -229,3 +229,15 @@ async def test_a_client_with_a_default_query_keeps_the_sdks_path(tmp_path) -> No
         assert wire_for(model.root_async_client) is None
         text = "".join(await _collect(answer_pieces(model, MESSAGES)))
         assert text and fake.chat_requests[-1].body["model"] == "gpt-4o-mini"
+
+
+def test_the_wire_takes_the_environments_proxy_unless_no_proxy_covers_the_host(monkeypatch) -> None:
+    from core.openai_wire import OpenAIWire
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    remote = OpenAIWire(openai.AsyncOpenAI(api_key="sk-test", base_url="https://api.example.com/v1"))
+    assert remote._proxy == "http://proxy.internal:3128"
+    monkeypatch.setenv("NO_PROXY", "api.example.com")
+    assert OpenAIWire(openai.AsyncOpenAI(api_key="sk-test", base_url="https://api.example.com/v1"))._proxy is None
