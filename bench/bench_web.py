@@ -99,9 +99,6 @@ def _long_answers(body: dict):
 
     if "(long " in question_of(body):
         return Reply(text=" ".join(f"word{i}" for i in range(LONG_ANSWER_WORDS)))
-    import os
-    if os.environ.get("BURST_WORDS"):
-        return Reply(text=" ".join(f"w{i}." for i in range(int(os.environ["BURST_WORDS"]))))
     return default_responder(body)
 
 
