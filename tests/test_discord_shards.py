@@ -34,8 +34,8 @@ from tests.fakes.discord import FakeDiscord, Json, connected_client
 
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 QUESTION = "Do you comply with GDPR?"
-LEASE_S = 1.5
-FAST = {"shard_lease_s": LEASE_S, "shard_round_s": 0.25, "shard_settle_s": 0.3, "identify_interval_s": 0.2}
+LEASE_S = 3.0
+FAST = {"shard_lease_s": LEASE_S, "shard_round_s": 0.5, "shard_settle_s": 0.3, "identify_interval_s": 0.2}
 
 
 def _redis_missing() -> str | None:
