@@ -84,13 +84,11 @@ async def _wire_pieces(llm: Any, bound: dict[str, Any], messages: Sequence[BaseM
             yield piece
 
 
-async def _read_chunks(lines: AsyncIterator[bytes] | AsyncIterator[str], url: str,
-                       on_usage: UsageSink | None) -> AsyncIterator[str]:
+async def _read_chunks(lines: AsyncIterator[str], url: str, on_usage: UsageSink | None) -> AsyncIterator[str]:
     """The text pieces of a chat completion's Server-Sent Events: one `json.loads` per chunk."""
     import openai
 
-    async for raw in lines:
-        line = raw.decode() if isinstance(raw, bytes) else raw
+    async for line in lines:
         if not line.startswith("data:"):
             continue  # blank separators, comments (": keep-alive"), `event:` lines
         data = line[5:].strip()

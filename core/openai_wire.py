@@ -61,7 +61,7 @@ class OpenAIWire:
         return self._session
 
     @contextlib.asynccontextmanager
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[str]]:
         """POST `body` and give its response's lines as they arrive; errors are raised as the SDK's."""
         session = self._opened()
         try:
@@ -69,7 +69,7 @@ class OpenAIWire:
                                     proxy=self._proxy) as response:
                 if response.status >= 400:
                     raise _status_error(response.status, response.headers, await response.read(), self.url)
-                yield _lines(response, self.url)
+                yield _lines(response)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _transport_error(exc, self.url) from exc
 
@@ -79,12 +79,11 @@ class OpenAIWire:
             await self._session.close()
 
 
-async def _lines(response: aiohttp.ClientResponse, url: str) -> AsyncIterator[bytes]:
-    try:
-        async for line in response.content:
-            yield line
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # cut or stalled mid-answer
-        raise _transport_error(exc, url) from exc
+async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """The response's lines as text. A connection cut or stalled mid-answer raises here, inside `stream`'s
+    block, which maps it like any other transport error."""
+    async for line in response.content:
+        yield line.decode()
 
 
 _wires: weakref.WeakKeyDictionary[Any, OpenAIWire] = weakref.WeakKeyDictionary()
@@ -104,12 +103,9 @@ def wire_for(client: Any) -> OpenAIWire | None:
 
 async def close_wire(client: Any) -> None:
     """Close the wire of `client`; later streams through it raise instead of reopening it."""
-    if type(client) is not openai.AsyncOpenAI:
-        return
-    wire = _wires.get(client)
-    if wire is None:
-        wire = _wires[client] = OpenAIWire(client)
-    await wire.aclose()
+    wire = wire_for(client)
+    if wire is not None:
+        await wire.aclose()
 
 
 def _env_proxy(url: str) -> str | None:
