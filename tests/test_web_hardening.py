@@ -172,7 +172,7 @@ async def test_stream_caps_answer_queue_and_heartbeats_with_a_slow_model(corpus_
         fake.responder = responder
         settings = make_settings(
             corpus_settings.data_dir, llm_provider="openai", openai_base_url=fake.base_url, openai_api_key="sk-test",
-            web_heartbeat_s=0.05, web_max_streams_per_client=1, web_max_answers=1, web_answer_queue=1,
+            web_heartbeat_s=0.1, web_max_streams_per_client=1, web_max_answers=1, web_answer_queue=1,
             web_answer_wait_s=0.3)
         orchestrator = await build_orchestrator(settings)
         server = TestServer(create_app(orchestrator))
@@ -203,7 +203,7 @@ async def test_stream_caps_answer_queue_and_heartbeats_with_a_slow_model(corpus_
     assert frames[-1].startswith("event: complete") and len(tokens) >= 2, rest
     before_first = frames[:tokens[0]].count(": keep-alive")
     between = frames[tokens[0]:tokens[-1]].count(": keep-alive")
-    assert before_first >= 4 and between >= 2, rest  # 0.5 s and 0.2 s gaps, a heartbeat every 0.05 s
+    assert before_first >= 4 and between >= 2, rest  # 0.5 s and 0.2 s gaps, a heartbeat every 0.1 s
     assert status == 200 and "event: complete" in again and ": keep-alive" not in again  # slots freed
 
 
