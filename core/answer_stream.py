@@ -12,8 +12,8 @@ sent as is over aiohttp with its client's URL, headers and timeouts (`core.opena
 types, which `core.retry` classifies), and the response is read as the Server-Sent Events it is: one
 `json.loads` per chunk. A client the wire does not reach as the SDK would (Azure, a token provider) sends the
 same request through the SDK's `post` instead, its call for requests it has no method for. Stalls
-between chunks are bounded by the client's read timeout and the turn's budget (`core.retry`), not by a
-per-chunk timer.
+between chunks are bounded by the client's read timeout and by the turn's budget, one timer around the whole
+attempt (`core.retry.stream_with_retries`), not one per chunk.
 
 Any other chat model, or a `ChatOpenAI` configured for what this reader does not speak (the Responses API, a
 structured `response_format`), streams through langchain as before. `tests/test_answer_stream.py` checks that

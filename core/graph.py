@@ -40,6 +40,7 @@ from core.answer_stream import answer_pieces
 from core.attachments import question_message, vision_enabled
 from core.prompts import agent_system_prompt, router_system_prompt, summary_message, user_turn
 from core.retry import RetryPolicy, StreamFailed, call_with_retries, stream_with_retries
+from core.token_batching import TokenBatcher
 from core.router import RouteDecision, SemanticRouter
 from core.settings import Settings
 from core.summary import summarize
@@ -462,20 +463,23 @@ async def _stream_llm_answer(
 
     produced: list[str] = []
     gate = MarkerGate()  # the model's "the documents do not answer this" never reaches the user
+    # The text goes on in batches (the first piece at once), not a token at a time (`core.token_batching`).
+    batcher = TokenBatcher(lambda text: writer({"kind": "token", "text": text}), settings.stream_batch_ms / 1000)
 
     def show(text: str) -> None:
         if text:
             produced.append(text)
-            writer({"kind": "token", "text": text})
+            batcher.feed(text)
 
     try:
-        async for piece in stream_with_retries(
-            pieces, brain.retry_policy, brain.sleep, log_context=f"[{ctx.session_key}] {spec.name}"
-        ):
-            show(gate.feed(piece))
-    except StreamFailed as failure:
-        ctx.failure = failure
-    show(gate.close())
+        try:
+            await stream_with_retries(pieces, brain.retry_policy, lambda piece: show(gate.feed(piece)),
+                                      brain.sleep, log_context=f"[{ctx.session_key}] {spec.name}")
+        except StreamFailed as failure:
+            ctx.failure = failure
+        show(gate.close())
+    finally:
+        batcher.flush()  # before anything else is emitted, and before the turn reads what was streamed
     if gate.declined and ctx.failure is None:
         text = _declined(brain, ctx, spec, offline=False)
         await _stream_text(text, writer)

@@ -161,13 +161,19 @@ class StreamFailed(Exception):
 async def stream_with_retries(
     start: Callable[[], AsyncIterator[str]],
     policy: RetryPolicy,
+    on_piece: Callable[[str], None],
     sleep: Sleep = asyncio.sleep,
     *,
     log_context: str = "",
-) -> AsyncIterator[str]:
-    """Yield text pieces from `start()`, retrying failures that happen before the first piece.
+) -> str:
+    """Hand each text piece of `start()` to `on_piece`, retrying failures that happen before the first piece;
+    returns the whole text.
 
     Raises `StreamFailed` when retries are exhausted, the failure is not retryable, or it happened mid-stream.
+    Pushed to `on_piece` rather than yielded, so that one timer bounds a whole attempt by the deadline: a timer
+    around each piece (`asyncio.timeout_at` per `__anext__`) was a heap push and a cancel per streamed token, and
+    a timeout cannot be held open across an async generator's `yield` (its cancellation would land in the
+    reader's code, not here).
     """
     attempt = 0
     deadline = policy.deadline()
@@ -175,13 +181,11 @@ async def stream_with_retries(
         produced: list[str] = []
         stream = start()
         try:
-            while True:
-                try:
-                    piece = await _within(deadline, stream.__anext__())
-                except StopAsyncIteration:
-                    return
-                produced.append(piece)
-                yield piece
+            async with _bounded(deadline):
+                async for piece in stream:
+                    produced.append(piece)
+                    on_piece(piece)
+            return "".join(produced)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:  # noqa: BLE001 - classified below; unknown errors are not retried
@@ -202,17 +206,26 @@ async def stream_with_retries(
                     await aclose()
 
 
-async def _within(deadline: float | None, awaitable: Awaitable[T]) -> T:
-    """`awaitable`, cut off at `deadline` (loop time) with `BudgetExceeded`."""
+@contextlib.asynccontextmanager
+async def _bounded(deadline: float | None) -> AsyncIterator[None]:
+    """The block, cut off at `deadline` (loop time) with `BudgetExceeded`; a `TimeoutError` of its own (a read
+    timeout of the client) stays what it is."""
     if deadline is None:
-        return await awaitable
+        yield
+        return
     try:
-        async with asyncio.timeout_at(deadline):
-            return await awaitable
+        async with asyncio.timeout_at(deadline) as bound:
+            yield
     except TimeoutError as exc:
-        if asyncio.get_running_loop().time() >= deadline:
+        if bound.expired():
             raise BudgetExceeded("the answer's time budget ran out") from exc
         raise
+
+
+async def _within(deadline: float | None, awaitable: Awaitable[T]) -> T:
+    """`awaitable`, cut off at `deadline` (loop time) with `BudgetExceeded`."""
+    async with _bounded(deadline):
+        return await awaitable
 
 
 async def call_with_retries(

@@ -148,7 +148,7 @@ async def test_streamed_tokens_reach_the_turn_without_waking_the_event_loop_for_
     async with FakeOpenAI(tokens_per_s=2000) as fake:
         fake.responder = lambda body: Reply(text=" ".join(f"w{i}" for i in range(300)))
         settings = make_settings(corpus_settings.data_dir, llm_provider="openai", openai_base_url=fake.base_url,
-                                 openai_api_key="sk-test")
+                                 openai_api_key="sk-test", stream_batch_ms=0)  # every token its own event
         orchestrator = await build_orchestrator(settings)
         loop = asyncio.get_running_loop()
         wakes = 0

@@ -45,8 +45,9 @@ async def test_failures_before_the_first_token_are_retried_with_backoff() -> Non
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    pieces = [p async for p in stream_with_retries(flaky, RetryPolicy(), sleep)]
-    assert pieces == ["hello"] and len(calls) == 3 and waits == [1.0, 2.0]
+    pieces: list[str] = []
+    text = await stream_with_retries(flaky, RetryPolicy(), pieces.append, sleep)
+    assert pieces == ["hello"] and text == "hello" and len(calls) == 3 and waits == [1.0, 2.0]
 
 
 async def test_gives_up_after_three_retries() -> None:
@@ -60,7 +61,7 @@ async def test_gives_up_after_three_retries() -> None:
         waits.append(seconds)
 
     with pytest.raises(StreamFailed) as failure:
-        _ = [p async for p in stream_with_retries(always_busy, RetryPolicy(), sleep)]
+        await stream_with_retries(always_busy, RetryPolicy(), lambda piece: None, sleep)
     assert failure.value.kind.code == "rate_limited" and waits == [1.0, 2.0, 4.0]
 
 
@@ -78,6 +79,58 @@ async def test_no_retry_after_the_first_token_and_partial_text_is_kept() -> None
 
     received = []
     with pytest.raises(StreamFailed) as failure:
-        async for piece in stream_with_retries(drops_midway, RetryPolicy(), sleep):
-            received.append(piece)
+        await stream_with_retries(drops_midway, RetryPolicy(), received.append, sleep)
     assert len(calls) == 1 and failure.value.partial == "Half an answer" == "".join(received)
+
+
+async def test_one_timer_bounds_a_whole_stream_not_one_per_piece() -> None:
+    """The budget is one timer per attempt: a timer per streamed piece was a heap push and a cancel per token."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    timers = 0
+    original = loop.call_at
+
+    def counted(*args, **kwargs):
+        nonlocal timers
+        timers += 1
+        return original(*args, **kwargs)
+
+    async def many():
+        for i in range(300):
+            yield f"w{i} "
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+
+    async def no_sleep(seconds: float) -> None:  # pragma: no cover - nothing fails
+        raise AssertionError("retried")
+
+    received: list[str] = []
+    loop.call_at = counted  # type: ignore[method-assign]
+    try:
+        text = await stream_with_retries(many, RetryPolicy(budget_s=30), received.append, no_sleep)
+    finally:
+        loop.call_at = original  # type: ignore[method-assign]
+    assert len(received) == 300 and text == "".join(received)
+    assert timers <= 2, f"{timers} timers for 300 pieces"
+
+
+async def test_a_timeout_of_the_client_itself_is_not_the_budget() -> None:
+    """Only the budget's own timer becomes `BudgetExceeded` (final); the client's read timeout stays a retryable
+    `timeout` and is retried within the budget."""
+    import asyncio
+
+    calls, waits = [], []
+
+    async def read_times_out():
+        calls.append(1)
+        if len(calls) == 1:
+            raise asyncio.TimeoutError("read timeout")
+        yield "ok"
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    received: list[str] = []
+    assert await stream_with_retries(read_times_out, RetryPolicy(budget_s=30), received.append, sleep) == "ok"
+    assert waits == [1.0] and received == ["ok"]

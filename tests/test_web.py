@@ -68,9 +68,9 @@ async def test_sse_order_and_contents_offline(client, question, agent) -> None:
 
 @pytest.mark.parametrize("question,agent", FOUR)
 async def test_sse_against_the_fake_llm(corpus_settings, question, agent) -> None:
-    async with FakeOpenAI() as fake:
+    async with FakeOpenAI() as fake:  # as fast as it can: every token its own frame only without batching
         settings = make_settings(corpus_settings.data_dir, llm_provider="openai", openai_base_url=fake.base_url,
-                                 openai_api_key="sk-test")
+                                 openai_api_key="sk-test", stream_batch_ms=0)
         orchestrator = await build_orchestrator(settings)
         try:
             async with TestClient(TestServer(create_app(orchestrator))) as test_client:

@@ -203,8 +203,7 @@ async def test_no_retry_starts_past_the_budget_and_a_stall_mid_stream_is_cut() -
     # 0.5 s of budget: the first retry (after 1 s) would end past it, so the failure is final at once.
     policy = RetryPolicy(max_retries=3, budget_s=0.5)
     try:
-        async for _ in stream_with_retries(refused, policy, sleep):
-            pass
+        await stream_with_retries(refused, policy, lambda piece: None, sleep)
     except StreamFailed as failure:
         assert failure.kind.code == "llm_unavailable" and waits == []
     else:  # pragma: no cover
@@ -217,8 +216,7 @@ async def test_no_retry_starts_past_the_budget_and_a_stall_mid_stream_is_cut() -
 
     seen: list[str] = []
     try:
-        async for piece in stream_with_retries(stalls, RetryPolicy(budget_s=0.2), sleep):
-            seen.append(piece)
+        await stream_with_retries(stalls, RetryPolicy(budget_s=0.2), seen.append, sleep)
     except StreamFailed as failure:
         assert failure.kind.code == "timeout" and failure.partial == "The Enterprise plan " and seen
     else:  # pragma: no cover
