@@ -80,10 +80,20 @@ class OpenAIWire:
 
 
 async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """The response's lines as text. A connection cut or stalled mid-answer raises here, inside `stream`'s
-    block, which maps it like any other transport error."""
-    async for line in response.content:
-        yield line.decode()
+    """The response's non-blank lines as text, without their line ends. A connection cut or stalled mid-answer
+    raises here, inside `stream`'s block, which maps it like any other transport error.
+
+    Read as whatever arrived (`iter_any`) and split here, not line by line (`readline`): a model's chunk is a
+    `data:` line and a blank one, so that was two reads and two hand-overs per token where one does. A line (or a
+    character) cut between two reads waits, as bytes, for the rest."""
+    rest = b""
+    async for data in response.content.iter_any():
+        *lines, rest = (rest + data).split(b"\n") if rest else data.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line.decode()
+    if rest.strip():
+        yield rest.decode()
 
 
 _wires: weakref.WeakKeyDictionary[Any, OpenAIWire] = weakref.WeakKeyDictionary()

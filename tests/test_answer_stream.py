@@ -241,3 +241,42 @@ def test_the_wire_takes_the_environments_proxy_unless_no_proxy_covers_the_host(m
     assert remote._proxy == "http://proxy.internal:3128"
     monkeypatch.setenv("NO_PROXY", "api.example.com")
     assert OpenAIWire(openai.AsyncOpenAI(api_key="sk-test", base_url="https://api.example.com/v1"))._proxy is None
+
+
+async def test_the_wire_reads_lines_cut_anywhere_between_reads(tmp_path) -> None:
+    """The wire splits what arrives into lines itself: a line, a CRLF or a multi-byte character cut between two
+    TCP reads is joined before it is parsed."""
+    import asyncio
+    import json
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    events = [{"choices": [{"index": 0, "delta": {"content": text}}]} for text in ("Grüße ", "aus ", "Köln — ", "€5")]
+    body = "".join(f"data: {json.dumps(event, ensure_ascii=False)}\r\n\r\n" for event in events)
+    body += ": keep-alive\n\ndata: [DONE]\n\n"
+    raw = body.encode()
+    cuts = [7, 8, raw.index("ü".encode()) + 1, raw.index(b"\r\n") + 1, raw.index("€".encode()) + 2, len(raw) - 3]
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        start = 0
+        for cut in sorted(set(cuts)) + [len(raw)]:
+            await response.write(raw[start:cut])
+            await asyncio.sleep(0.02)  # separate TCP reads on the other side
+            start = cut
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with TestServer(app, host="127.0.0.1") as server:
+        settings = make_settings(tmp_path, llm_provider="openai", openai_base_url=str(server.make_url("/v1")),
+                                 openai_api_key="sk-test", llm_model="gpt-4o-mini")
+        model = build_chat_model(settings)
+        try:
+            pieces = await _collect(answer_pieces(model, MESSAGES))
+        finally:
+            await close_chat_model(model)
+    assert pieces == ["Grüße ", "aus ", "Köln — ", "€5"]

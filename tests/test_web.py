@@ -223,3 +223,39 @@ async def test_a_retried_message_with_the_same_id_is_answered_once(client) -> No
     assert info["turns"] == 2  # the retry added no turn
     bad = await client.post("/chat", json={**body, "message_id": "has spaces"})
     assert bad.status == 422
+
+
+async def test_the_last_frames_go_out_with_the_end_of_the_body_in_one_write(corpus_settings, monkeypatch) -> None:
+    """Sources, then complete, then the end of the chunked body: one write (one `send`), not three; the client
+    still reads them in order."""
+    from aiohttp import web
+
+    writes: list[bytes] = []
+    ends: list[bytes] = []
+    write, write_eof = web.StreamResponse.write, web.StreamResponse.write_eof
+
+    async def recorded_write(self, data):
+        writes.append(bytes(data))
+        return await write(self, data)
+
+    async def recorded_eof(self, data=b""):
+        ends.append(bytes(data))
+        return await write_eof(self, data)
+
+    monkeypatch.setattr(web.StreamResponse, "write", recorded_write)
+    monkeypatch.setattr(web.StreamResponse, "write_eof", recorded_eof)
+    async with FakeOpenAI() as fake:
+        settings = make_settings(corpus_settings.data_dir, llm_provider="openai", openai_base_url=fake.base_url,
+                                 openai_api_key="sk-test", stream_batch_ms=0)
+        orchestrator = await build_orchestrator(settings)
+        try:
+            async with TestClient(TestServer(create_app(orchestrator))) as test_client:
+                status, events, _ = await ask(test_client, "What does the Enterprise plan cost?")
+        finally:
+            await orchestrator.aclose()
+    assert status == 200
+    assert_order(events, "billing")
+    assert [name for name, _ in events][-2:] == ["sources", "complete"]
+    last = [end for end in ends if end]
+    assert len(last) == 1 and last[0].startswith(b"event: sources\n") and b"event: complete\n" in last[0]
+    assert not any(b"event: complete" in data or b"event: sources" in data for data in writes)

@@ -280,17 +280,9 @@ class SqliteSupportStore(SqlSupportStore):
         await self._connection()
 
     async def _run(self, sql: str, params: dict[str, Any], fetch: str = "none") -> Any:
-        conn = await self._connection()
-        cursor = await conn.execute(sql, params)
-        try:
-            if fetch == "one":
-                return await cursor.fetchone()
-            if fetch == "all":
-                return await cursor.fetchall()
-            await conn.commit()
-            return cursor.rowcount
-        finally:
-            await cursor.close()
+        from core.sql import run_sqlite
+
+        return await run_sqlite(await self._connection(), sql, params, fetch)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         async with self._opening:

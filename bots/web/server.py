@@ -43,7 +43,7 @@ from bots.web.sessions import SECRET_HEADER, SessionGuard, start_frame
 from bots.web.sse import HEARTBEAT as HEARTBEAT_FRAME
 from bots.web.sse import sse_frame
 from coordination import connect as connect_coordination
-from core.events import Complete, Error, Start, Token
+from core.events import Complete, Error, Sources, Start, Token
 from core.orchestrator import Orchestrator, clean_message
 from core.retry import USER_MESSAGES
 from core.tracing import begin_turn
@@ -197,9 +197,9 @@ async def _answer(request: web.Request, orchestrator: Orchestrator, session_id: 
     })
     await response.prepare(request)  # the CORS headers are added here (`Cors.add_headers`)
     request.app[INFLIGHT].track()
-    await _stream_answer(request, response, orchestrator, session_id, message)
+    last = await _stream_answer(request, response, orchestrator, session_id, message)
     try:
-        await response.write_eof()
+        await response.write_eof(last)  # the final frames and the end of the body in one write
     except ConnectionResetError:
         pass
     return response
@@ -213,9 +213,10 @@ def known_api_keys(orchestrator: Orchestrator) -> frozenset[str]:
 
 
 async def _stream_answer(request: web.Request, response: web.StreamResponse, orchestrator: Orchestrator,
-                         session_id: str, message: str) -> None:
+                         session_id: str, message: str) -> bytes:
     """The core's events as SSE frames, recorded like every front-end's replies (first token = first token
-    written to the client)."""
+    written to the client). Returns the frames still to write with the end of the body: the turn's last events
+    (its sources, then `complete` or `error`) come back to back, and one write of them is one `send`, not three."""
     started = time.monotonic()
     first_token_at: float | None = None
     status, agent, code = "error", None, "interrupted"
@@ -223,22 +224,28 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
     facts = TurnFacts()  # for the turn record (the dashboard's data)
     events = orchestrator.respond(f"web:{session_id}", message, user=request.remote, extras=request.get(EXTRAS))
     events = facts.watch(_with_support(request, session_id, message, events))  # handoffs in words; outcomes recorded
-    ended = False  # a `complete` or `error` frame was written
+    ended = False  # a `complete` or `error` frame was written (or is held for the end of the body)
+    held = b""  # sources, complete, error: written with what follows them
     try:
         async with Heartbeat(response.write, orchestrator.settings.web_heartbeat_s, HEARTBEAT_FRAME) as beat:
             async for event in events:
                 frame = sse_frame(event, session_id)
-                if isinstance(event, Start):  # the new session's secret, for API clients to continue it
-                    frame = start_frame(session_id, request.app[SESSIONS].secret_for(session_id))
-                await response.write(frame)
-                beat.wrote()
                 if isinstance(event, Token):
                     if first_token_at is None:
                         first_token_at = time.monotonic()
-                elif isinstance(event, Complete):
-                    status, agent, code, ended = "done", event.agent, None, True
-                elif isinstance(event, Error):
-                    code, ended = event.code, True
+                elif isinstance(event, Start):  # the new session's secret, for API clients to continue it
+                    frame = start_frame(session_id, request.app[SESSIONS].secret_for(session_id))
+                elif isinstance(event, (Sources, Complete, Error)):
+                    held += frame
+                    if isinstance(event, Complete):
+                        status, agent, code, ended = "done", event.agent, None, True
+                    elif isinstance(event, Error):
+                        code, ended = event.code, True
+                    beat.wrote()
+                    continue
+                await response.write(held + frame if held else frame)
+                held = b""
+                beat.wrote()
     except (ConnectionResetError, asyncio.CancelledError) as exc:
         if isinstance(exc, asyncio.CancelledError) and request.app[STATE].get("shutting_down"):
             # Shutdown mid-stream: tell the client why the answer stops here.
@@ -257,8 +264,7 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
         log.exception("[web:%s] the answer stream failed", session_id)
         code = "internal"
         if not ended:
-            with contextlib.suppress(Exception):
-                await response.write(sse_frame(Error("internal", USER_MESSAGES["internal"]), session_id))
+            held += sse_frame(Error("internal", USER_MESSAGES["internal"]), session_id)
     finally:
         await events.aclose()
         metrics.record_reply("web", status=status, agent=agent, error_code=code,
@@ -271,6 +277,7 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
         if store is not None:
             store.record_soon(facts.record("web", f"web:{session_id}", message, first_token_ms=first_ms,
                                            total_ms=total_ms, status=status, error_code=code))
+    return held
 
 
 def _with_support(request: web.Request, session_id: str, message: str, events: Any) -> Any:
