@@ -309,6 +309,45 @@ def test_a_failed_pass_fails_every_waiter_and_the_next_call_works() -> None:
     assert coalescer.embed("y").tolist() == [1.0, 1.0]
 
 
+def test_a_crowd_of_waiters_each_gets_its_vector_and_leadership_passes_on_after_a_failed_pass() -> None:
+    """64 threads through passes of at most 8: nobody is left waiting (each thread is woken once, for its vector
+    or to lead the next pass), and a pass that fails fails only its own waiters."""
+    import threading
+    import time
+
+    from knowledge.embeddings import QueryCoalescer
+
+    passes: list[list[str]] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        passes.append(list(texts))
+        time.sleep(0.005)
+        if len(passes) == 3:
+            raise RuntimeError("the third pass fails")
+        return np.stack([np.full(2, float(t), dtype=np.float32) for t in texts])
+
+    coalescer = QueryCoalescer(encode, max_batch=8)
+    results: dict[str, object] = {}
+
+    def ask(text: str) -> None:
+        try:
+            results[text] = float(coalescer.embed(text)[0])
+        except RuntimeError as exc:
+            results[text] = exc
+
+    threads = [threading.Thread(target=ask, args=(str(i),)) for i in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)  # no waiter left behind
+    failed = set(passes[2])
+    assert all(isinstance(results[t], RuntimeError) for t in failed)
+    assert all(results[t] == float(t) for t in results if t not in failed) and len(results) == 64
+    assert all(len(batch) <= 8 for batch in passes) and sum(len(batch) for batch in passes) == 64
+    assert coalescer.embed("7.5").tolist() == [7.5, 7.5]  # and it goes on
+
+
 def test_batched_query_vectors_match_single_ones() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
