@@ -46,8 +46,8 @@ LEAD_HANDICAP = 0.08  # taken off a document's lead (its overview, before the fi
 _IDENTIFIER = re.compile(r"[0-9_./]")
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+@dataclass(slots=True)  # not frozen: a frozen dataclass sets each field through `object.__setattr__`, and every
+class Candidate:  # probe builds ~20 of these, most of them thrown away by `fuse` (treat them as read-only)
     passage: Passage  # score = cosine similarity
     lexical: float  # BM25 (0.0: no query term in it)
     best: float = 0.0  # the best BM25 the question reached in the candidate's collection (the scale)

@@ -92,6 +92,7 @@ class _Field:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.vocab: dict[str, int] = model.vocab_dict
+        self._bounds: list[int] = model.scores["indptr"].tolist()  # Python ints: each term's postings are a slice
 
     @classmethod
     def build(cls, documents: Sequence[Sequence[str]]) -> _Field | None:
@@ -120,10 +121,11 @@ class _Field:
         ids = [self.vocab[t] for t in query if t in self.vocab]
         if not ids:
             return None
-        matrix = self.model.scores
-        indptr, indices, data = matrix["indptr"], matrix["indices"], matrix["data"]
-        postings = np.concatenate([np.arange(indptr[i], indptr[i + 1]) for i in ids])
-        scores = np.bincount(indices[postings], weights=data[postings], minlength=matrix["num_docs"])
+        matrix, bounds = self.model.scores, self._bounds
+        indices, data = matrix["indices"], matrix["data"]
+        docs = np.concatenate([indices[bounds[i]:bounds[i + 1]] for i in ids])
+        weights = np.concatenate([data[bounds[i]:bounds[i + 1]] for i in ids])
+        scores = np.bincount(docs, weights=weights, minlength=matrix["num_docs"])
         scores = scores.astype(self.model.dtype, copy=False)
         if self.model.nonoccurrence_array is not None:  # BM25L and BM25+ only; "lucene" has none
             scores += self.model.nonoccurrence_array[ids].sum()
