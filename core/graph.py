@@ -40,11 +40,11 @@ from core.answer_stream import answer_pieces
 from core.attachments import question_message, vision_enabled
 from core.prompts import agent_system_prompt, router_system_prompt, summary_message, user_turn
 from core.retry import RetryPolicy, StreamFailed, call_with_retries, stream_with_retries
-from core.token_batching import TokenBatcher
 from core.router import RouteDecision, SemanticRouter
 from core.settings import Settings
 from core.summary import summarize
 from core.thread_context import is_context
+from core.token_batching import TokenBatcher
 from core.tokens import count_message_tokens, count_text_tokens
 from core.workspaces import model_for_turn
 from knowledge.coalescer import MAX_QUERY_BATCH

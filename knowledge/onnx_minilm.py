@@ -36,12 +36,6 @@ WEIGHT_ZERO = 128  # the weights' zero point: stored as uint8, symmetric around 
 log = logging.getLogger(__name__)
 
 
-def _onnx_type(dtype: np.dtype) -> int:
-    from onnx import TensorProto
-
-    return {np.dtype(np.uint8): TensorProto.UINT8}.get(np.dtype(dtype), TensorProto.FLOAT)
-
-
 class LayerWeights(Protocol):
     """One encoder layer as `knowledge.embeddings._Layer` holds it (matmul weights as (in, out))."""
 
@@ -95,7 +89,7 @@ class _Graph:
         if not self._external_weights:
             self.initializers.append(numpy_helper.from_array(array, name))
             return name
-        tensor = TensorProto(name=name, data_type=_onnx_type(dtype),
+        tensor = TensorProto(name=name, data_type=TensorProto.UINT8 if dtype == np.uint8 else TensorProto.FLOAT,
                              dims=array.shape, data_location=TensorProto.EXTERNAL)
         for key, entry in (("location", _IN_MEMORY), ("offset", "0"), ("length", str(array.nbytes))):
             tensor.external_data.add(key=key, value=entry)

@@ -241,7 +241,6 @@ async def _stream_answer(request: web.Request, response: web.StreamResponse, orc
                         status, agent, code, ended = "done", event.agent, None, True
                     elif isinstance(event, Error):
                         code, ended = event.code, True
-                    beat.wrote()
                     continue
                 await response.write(held + frame if held else frame)
                 held = b""
