@@ -89,7 +89,10 @@ async def test_masked_before_the_model_the_checkpoint_and_the_logs(corpus_settin
             for original, mask in ((CARD, "[card]"), (EMAIL, "[email]"), (PHONE, "[phone]"), (SECRET, "[secret]")):
                 assert original not in sent and mask in sent
             stored = b"".join(path.read_bytes() for path in settings.data_dir.glob("checkpoints.sqlite*"))
-            assert b"4242" not in stored and b"[card]" in stored and EMAIL.encode() not in stored
+            # the card's own digit groups, not any "4242": random hex ids in a checkpoint hold that now and then
+            for form in (CARD, CARD.replace(" ", ""), "4242 4242"):
+                assert form.encode() not in stored
+            assert b"[card]" in stored and EMAIL.encode() not in stored
             leaks = {(r.name, r.getMessage()[:300]) for r in caplog.records if CARD in r.getMessage() or "charged twice" in r.getMessage()}
             assert not leaks  # LOG_CONTENT=false: no text at all
 
