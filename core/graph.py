@@ -18,7 +18,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -36,7 +36,6 @@ from core.context_window import plan as plan_window, recent_room, summary_budget
 from core.grounding import MarkerGate, assess, decline_text
 from core.knowledge_port import KnowledgeBase
 from core.offline import HEADER as OFFLINE_HEADER, compose_offline_answer, stream_pieces
-from core.priority_pool import PriorityThreadPool
 from core.answer_stream import answer_pieces
 from core.attachments import question_message, vision_enabled
 from core.prompts import agent_system_prompt, router_system_prompt, summary_message, user_turn
@@ -95,7 +94,6 @@ class TurnContext:
     handoff: bool = False  # the message asked for a person; no agent answered
     attachments: tuple[Any, ...] = ()  # this turn's files (`core.attachments`): never in the checkpointed state
     ahead: EmbeddingAhead | None = None  # the question, already being embedded (`embed_ahead`)
-    arrival: float = field(default_factory=time.perf_counter)  # when the question came: its place in the routing pool
     # Where the nodes' events (agent, handoff, token) go: the orchestrator's own queue, on the event loop. None
     # (the graph run on its own) falls back to LangGraph's custom stream. Why not always that stream: its writer
     # hands every chunk over with `call_soon_threadsafe`, a wake-up of the event loop through its self-pipe per
@@ -120,14 +118,13 @@ class EmbeddingAhead:
         return self.vector if question == self.question else None
 
 
-def embed_ahead(brain: Brain, question: str, arrival: float) -> EmbeddingAhead:
-    """Start embedding `question` for routing now, in the routing pool, without waiting for it. `arrival` (a
-    `time.perf_counter()`) is the question's place in that pool's queue (`routing_pool`).
+def embed_ahead(brain: Brain, question: str) -> EmbeddingAhead:
+    """Start embedding `question` for routing now, in the routing pool, without waiting for it.
 
     Why: before routing, a turn records itself in the ledger, reads its conversation's checkpoint and sets up the
     graph (about 3 ms alone, far more in a burst); the embedding (6 ms alone, the largest part of routing) needs
     none of that, so it runs meanwhile, and the router takes the vector when it gets there."""
-    return EmbeddingAhead(question, routing_pool().submit(arrival, brain.router.embed, question))
+    return EmbeddingAhead(question, routing_pool().submit(brain.router.embed, question))
 
 
 class RouteChoice(BaseModel):
@@ -224,7 +221,7 @@ def build_graph(brain: Brain, checkpointer: Any) -> Any:
         with span("switchboard.route") as routing:  # core/tracing.py: a child of the front-end's turn span
             ahead = ctx.ahead.for_question(question) if ctx.ahead is not None else None
             decision = await decide_route(brain, question, previous, ctx.session_key, allowed=ctx.allowed_agents,
-                                          ahead=ahead, arrival=ctx.arrival)
+                                          ahead=ahead)
             annotate(routing, agent=decision.agent, reason=decision.reason, handoff=decision.handoff)
         ctx.decision = decision
         ctx.route_ms = (time.perf_counter() - started) * 1000
@@ -256,30 +253,25 @@ def _marked_handoff(state: ConversationState) -> list[AnyMessage]:
 
 
 @functools.cache
-def routing_pool() -> PriorityThreadPool:
-    """The threads routing runs in: as many as the embedder puts in one forward pass, taking the earliest
-    question's job first (`core.priority_pool`: in a burst, the first question's routing goes before the last
-    question's embedding, so first tokens come in the order the questions did).
+def routing_pool() -> ThreadPoolExecutor:
+    """The threads routing runs in: as many as the embedder puts in one forward pass.
 
     Why not asyncio's default executor: it has cpu_count + 4 threads (6 here), so under a burst only 6
     questions could wait on the embedder together, and the coalescer's batches (`knowledge.coalescer`), which
     cost half as much per question from 8 up, never grew past 6. Routing's threads mostly wait for that
     batch; the embedding and searches in them release the GIL."""
-    return PriorityThreadPool(MAX_QUERY_BATCH, "route")
+    return ThreadPoolExecutor(max_workers=MAX_QUERY_BATCH, thread_name_prefix="route")
 
 
 async def decide_route(brain: Brain, question: str, previous: str | None, session_key: str, *,
-                       allowed: tuple[str, ...] | None = None, ahead: Future[Any] | None = None,
-                       arrival: float | None = None) -> RouteDecision:
+                       allowed: tuple[str, ...] | None = None, ahead: Future[Any] | None = None) -> RouteDecision:
     """Semantic routing first; the language model only when the semantic router is unsure and one exists.
-    `allowed` limits the choice to a channel's agents; `ahead`, the question's vector being computed already;
-    `arrival`, when the question came (its place in the routing pool's queue; None: now)."""
+    `allowed` limits the choice to a channel's agents; `ahead`, the question's vector being computed already."""
     limit: dict[str, Any] = {"allowed": allowed} if allowed else {}  # a router without channel limits: as before
     if ahead is not None:
         limit["vector"] = await asyncio.wrap_future(ahead)
-    priority = time.perf_counter() if arrival is None else arrival
-    decision = await asyncio.wrap_future(routing_pool().submit(priority, brain.router.route, question, previous,
-                                                               **limit))
+    route = functools.partial(brain.router.route, question, previous, **limit)
+    decision = await asyncio.get_running_loop().run_in_executor(routing_pool(), route)
     if not decision.confident and brain.llm is not None:
         decision = await _ask_llm_to_route(brain, question, previous, decision, session_key, allowed)
     return decision

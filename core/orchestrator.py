@@ -113,7 +113,7 @@ class Orchestrator:
             return
 
         ended = False
-        ahead = embed_ahead(self.brain, question, started)  # routing's embedding runs while the turn opens
+        ahead = embed_ahead(self.brain, question)  # routing's embedding runs while the turn opens
         try:
             async with self._locks.hold(session_key), contextlib.aclosing(with_notes(
                     self._ledgered(session_key, question, user, started,
@@ -158,7 +158,7 @@ class Orchestrator:
                     extras: TurnInput | None = None, *, carried: list[Any] | None = None,
                     ahead: EmbeddingAhead | None = None) -> AsyncIterator[Event]:
         """One turn of the graph, inside the session's lock."""
-        ctx = TurnContext(session_key=session_key, allowed_agents=allowed, ahead=ahead, arrival=started,
+        ctx = TurnContext(session_key=session_key, allowed_agents=allowed, ahead=ahead,
                           attachments=redacted(extras.attachments, self.redact) if extras is not None else ())
         config = {"configurable": {"thread_id": session_key}}
         now = time.time()
