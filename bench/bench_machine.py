@@ -10,9 +10,11 @@ much says nothing about the code unless the machine's own speed is recorded besi
 - `machine_numpy_ms`: the best of several runs of fixed float32 matrix products shaped like the embedder's
   (a batch of 16 tokens through 384x1536 and 1536x384 layers), one BLAS thread.
 
-- `machine_int8_vnni`: 1 when the CPU has VNNI (AVX-512 VNNI or AVX-VNNI), 0 when not. ONNX Runtime's integer
-  kernels, which embed every question, run about three times slower without it: the same question cost 1.3 ms
-  of CPU on a VNNI host and 4.2 ms on an AVX2-only one, where `machine_python_ms` differed by only 1.4x.
+- `machine_int8_vnni`: 1 when the CPU has VNNI (AVX-512 VNNI or AVX-VNNI), 0 when not (`knowledge.cpu_features`).
+  ONNX Runtime's integer kernels, which embed every question, run two to three times slower without it: the
+  same question cost 1.2-1.3 ms of CPU on VNNI hosts and 4.2-4.6 ms on an AVX2-only one, where
+  `machine_python_ms` differed by only 1.4x. It also decides the questions' weight type
+  (`knowledge.onnx_minilm`).
 
 Best-of, because a tenant's burst only ever makes a run slower. No target: these are the scale to read the
 others against (two sessions' `cpu_ms_per_question` compare as their ratio to `machine_python_ms`, and only
@@ -26,6 +28,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from knowledge.cpu_features import has_vnni
 
 RUNS = 7
 FRAMES = 20_000
@@ -76,13 +80,6 @@ def run(runs: int = RUNS) -> dict[str, float]:
     with threadpool_limits(1):
         numpy_ms = _best_ms(lambda: _numpy_workload(rng), runs)
     return {"machine_python_ms": round(_best_ms(_python_workload, runs), 3), "machine_numpy_ms": round(numpy_ms, 3),
-            "machine_int8_vnni": float(_has_vnni())}
+            "machine_int8_vnni": float(has_vnni())}
 
 
-def _has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    try:
-        with open(cpuinfo, encoding="utf-8") as file:
-            flags = next((line.split(":", 1)[1].split() for line in file if line.startswith("flags")), [])
-    except OSError:  # not Linux: unknown, reported as absent
-        return False
-    return bool({"avx512_vnni", "avx_vnni"} & set(flags))

@@ -12,14 +12,6 @@ def test_calibration_reports_both_workloads_in_milliseconds():
     assert result["machine_int8_vnni"] in (0.0, 1.0)
 
 
-def test_vnni_is_read_from_the_cpu_flags(tmp_path):
-    with_vnni, without, other = tmp_path / "vnni", tmp_path / "avx2", tmp_path / "missing"
-    with_vnni.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
-    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
-    assert bench_machine._has_vnni(str(with_vnni)) and not bench_machine._has_vnni(str(without))
-    assert not bench_machine._has_vnni(str(other))
-
-
 def test_python_workload_is_fixed_so_runs_compare():
     # The same work every time: a calibration whose work drifted would not be a scale.
     assert bench_machine._python_workload() == bench_machine._python_workload() > bench_machine.FRAMES * 20

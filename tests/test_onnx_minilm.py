@@ -124,10 +124,10 @@ def test_weights_serialised_inline_when_ort_refuses_external_ones(
 ) -> None:
     build = OnnxMiniLM._build
 
-    def refuse_external(*weights: object, external_weights: bool, quantized: bool) -> object:
+    def refuse_external(*weights: object, external_weights: bool, **options: object) -> object:
         if external_weights:
             raise RuntimeError("external initializers are not supported here")
-        return build(*weights, external_weights=external_weights, quantized=quantized)
+        return build(*weights, external_weights=external_weights, **options)
 
     monkeypatch.setattr(OnnxMiniLM, "_build", staticmethod(refuse_external))
     inline = OnnxMiniLM(numpy_model._weights, numpy_model.heads)
@@ -217,20 +217,45 @@ def test_int8_questions_rank_documents_as_the_float32_ones_do() -> None:
         assert np.argmax(documents @ fast.embed_query(text)) == np.argmax(documents @ exact.embed_query(text))
 
 
-def test_the_int8_graph_multiplies_every_linear_layer_in_integers() -> None:
+@pytest.mark.parametrize("signed", [False, True], ids=["uint8", "int8"])
+def test_the_int8_graph_multiplies_every_linear_layer_in_integers(signed: bool) -> None:
+    from onnx import TensorProto, numpy_helper
+
     from knowledge.onnx_minilm import build_model
 
     weights = LocalMiniLM(query_cache_size=0, backend="numpy")._weights
-    model, _ = build_model(weights, LocalMiniLM.heads, quantized=True)
+    model, _ = build_model(weights, LocalMiniLM.heads, quantized=True, external_weights=False, signed_weights=signed)
     ops = [node.op_type for node in model.graph.node]
     assert ops.count("MatMulInteger") == 4 * LocalMiniLM.layers  # qkv, out, in, ff per layer
     assert ops.count("MatMul") == 2 * LocalMiniLM.layers  # only attention's own products stay in float
-    # uint8 by uint8: the kernel that never saturates (uint8 by int8 adds pairs into an int16 on AVX2-only hosts).
-    from onnx import TensorProto
+    # int8 weights for VNNI's exact uint8 x int8 kernel; uint8 elsewhere (uint8 x int8 saturates on AVX2 alone)
+    tensors = {tensor.name: tensor for tensor in model.graph.initializer}
+    products = [node for node in model.graph.node if node.op_type == "MatMulInteger"]
+    expected = TensorProto.INT8 if signed else TensorProto.UINT8
+    assert {tensors[node.input[1]].data_type for node in products} == {expected}
+    assert {tensors[node.input[3]].data_type for node in products} == {expected}  # the weights' zero points
+    zeros = {int(value) for node in products for value in numpy_helper.to_array(tensors[node.input[3]]).ravel()}
+    assert zeros == ({0} if signed else {128})
 
-    types = {tensor.name: tensor.data_type for tensor in model.graph.initializer}
-    weight_types = {types[node.input[1]] for node in model.graph.node if node.op_type == "MatMulInteger"}
-    assert weight_types == {TensorProto.UINT8}
+
+def test_int8_and_uint8_weights_store_the_same_levels_and_this_cpu_gets_its_fast_exact_kind() -> None:
+    from knowledge.cpu_features import has_vnni
+
+    numpy_model = LocalMiniLM(query_cache_size=0, backend="numpy")
+    signed = OnnxMiniLM(numpy_model._weights, numpy_model.heads, quantized=True, signed_weights=True)
+    unsigned = OnnxMiniLM(numpy_model._weights, numpy_model.heads, quantized=True, signed_weights=False)
+    chosen = OnnxMiniLM(numpy_model._weights, numpy_model.heads, quantized=True)
+    assert chosen.signed_weights == has_vnni()  # int8 weights only where VNNI multiplies them exactly
+    assert not OnnxMiniLM(numpy_model._weights, numpy_model.heads).signed_weights  # float32: no integer weights
+    if not has_vnni():
+        pytest.skip("this CPU has no VNNI: its uint8 x int8 kernel saturates, so the int8 weights differ here")
+    # With VNNI both are exact integer products of the same levels: the same vectors, bit for bit or nearly.
+    texts = [item["text"] for item in REFERENCE["items"]]
+    for text in texts:
+        ids = numpy_model.tokenize([text])
+        mask = np.ones((1, len(ids[0])), dtype=np.int64)
+        batch = np.array(ids, dtype=np.int64)
+        assert np.abs(signed.run(batch, mask) - unsigned.run(batch, mask)).max() < 1e-6
 
 
 def test_int8_questions_can_be_turned_off_and_numpy_has_none() -> None:
