@@ -300,8 +300,9 @@ class Settings(BaseSettings):
     # "took too long" error instead of waiting up to (LLM_MAX_RETRIES + 1) x LLM_TIMEOUT_S plus back-off.
     answer_timeout_s: float = Field(default=90.0, gt=0)
     # A streaming answer's text goes on in batches: the first piece at once, then what arrived within this many
-    # milliseconds together (`core.token_batching`); 0 hands on every token as the model sends it.
-    stream_batch_ms: float = Field(default=50.0, ge=0, le=1000)
+    # milliseconds together (`core.token_batching`); 0 hands on every token as the model sends it. 100 ms: ten
+    # updates a second read as smooth text, and each batch costs the server a wake-up, a frame and a send.
+    stream_batch_ms: float = Field(default=100.0, ge=0, le=1000)
     # Links in answers are clickable only for these domains (and their subdomains) plus the knowledge sources'
     # own domains (bots/links.py); any other link is shown as plain text with its full URL.
     link_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
