@@ -5,22 +5,12 @@ from __future__ import annotations
 import functools
 
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})  # Linux's names for the x86 int8 dot-product instructions
-CPUINFO = "/proc/cpuinfo"
 
 
-def has_vnni(cpuinfo: str = CPUINFO) -> bool:
+@functools.cache  # the CPU does not change while the process runs: its flags are read once
+def has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether the CPU multiplies 8-bit integers with VNNI (`vpdpbusd`: uint8 x int8 summed into int32, never
-    saturating). Read from Linux's CPU flags; elsewhere unknown, reported as absent. The default file is read
-    once per process."""
-    return _has_vnni(cpuinfo) if cpuinfo != CPUINFO else _this_cpu_has_vnni()
-
-
-@functools.cache
-def _this_cpu_has_vnni() -> bool:
-    return _has_vnni(CPUINFO)
-
-
-def _has_vnni(cpuinfo: str) -> bool:
+    saturating). Read from Linux's CPU flags; elsewhere unknown, reported as absent."""
     try:
         with open(cpuinfo, encoding="utf-8") as file:
             flags = next((line.split(":", 1)[1].split() for line in file if line.startswith("flags")), [])
