@@ -81,5 +81,3 @@ def run(runs: int = RUNS) -> dict[str, float]:
         numpy_ms = _best_ms(lambda: _numpy_workload(rng), runs)
     return {"machine_python_ms": round(_best_ms(_python_workload, runs), 3), "machine_numpy_ms": round(numpy_ms, 3),
             "machine_int8_vnni": float(has_vnni())}
-
-

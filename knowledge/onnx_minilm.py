@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from knowledge.cpu_features import has_vnni
+
 OPSET = 17  # the first with LayerNormalization
 _PAD_SCORE = 1e9  # subtracted from the attention scores of padding keys, as the numpy pass does
 _IN_MEMORY = "in-memory OrtValue"  # a placeholder's external-data location, never read: ORT gets the array
@@ -131,12 +133,9 @@ class _Graph:
         from onnx import helper
 
         scale = np.maximum(np.abs(weight).max(axis=0), 1e-12).astype(np.float32) / 127.0  # (out,)
-        levels = np.clip(np.rint(weight / scale), -127, 127)
-        if self.signed_weights:
-            quantized, zero_point = levels.astype(np.int8), np.zeros(weight.shape[1], dtype=np.int8)
-        else:
-            quantized = (levels + WEIGHT_ZERO).astype(np.uint8)
-            zero_point = np.full(weight.shape[1], WEIGHT_ZERO, dtype=np.uint8)
+        dtype, offset = (np.int8, 0) if self.signed_weights else (np.uint8, WEIGHT_ZERO)
+        quantized = (np.clip(np.rint(weight / scale), -127, 127) + offset).astype(dtype)
+        zero_point = np.full(weight.shape[1], offset, dtype=dtype)
         self._count += 1
         xq, xs, xzp = (f"{x}.q{self._count}", f"{x}.scale{self._count}", f"{x}.zero{self._count}")
         self.nodes.append(helper.make_node("DynamicQuantizeLinear", [x], [xq, xs, xzp], name=xq))
@@ -232,8 +231,6 @@ class OnnxMiniLM:
         """Build the session; `external_weights=False` serialises the weights into the model (slower, see above);
         `quantized` computes the linear layers in int8 (see `_Graph._linear_int8`), with int8 weights when
         `signed_weights` (None: when this CPU has VNNI, `knowledge.cpu_features`), else uint8."""
-        from knowledge.cpu_features import has_vnni
-
         self.external_weights = external_weights
         self.quantized = quantized
         self.signed_weights = quantized and (has_vnni() if signed_weights is None else signed_weights)
